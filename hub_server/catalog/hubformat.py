@@ -1,0 +1,332 @@
+"""Reading one file of a Hub repository: which kind it is, its YAML, its schema.
+
+Pure functions over (path, bytes): no database, no git. Cross references between files are checked
+by the sync (`sync.py`), which knows the whole catalogue. The format is described in
+docs/hub-format.md; the rules here are the Hub's own schemas plus the checks its CI forgot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+from jsonschema import Draft7Validator, FormatChecker
+
+try:  # libyaml is several times faster; the pure-Python loader is equally safe.
+    from yaml import CSafeLoader as SafeLoader
+except ImportError:  # pragma: no cover - wheels ship libyaml
+    from yaml import SafeLoader
+
+KINDS = ("adapter_type", "task", "subtask", "architecture", "adapter")
+YAML_SUFFIXES = {".yaml", ".yml"}
+SHA_LENGTHS = {"sha1": 40, "sha256": 64}
+HEX = re.compile(r"^[0-9a-f]+$")
+
+
+@dataclass
+class FileProblem:
+    file: str
+    message: str
+    line: int | None = None
+    field: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
+
+
+@dataclass
+class ParsedFile:
+    kind: str
+    path: str
+    data: dict[str, Any]
+    # For files under tasks/<type>/, subtasks/<type>/ and adapters/<org>/: the folder name.
+    folder: str = ""
+    errors: list[FileProblem] = field(default_factory=list)
+    warnings: list[FileProblem] = field(default_factory=list)
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.path).stem
+
+
+def classify(path: str) -> tuple[str, str] | None:
+    """(kind, folder) for a catalogue file of the repository, None for anything else."""
+    p = PurePosixPath(path)
+    if p.suffix not in YAML_SUFFIXES:
+        return None
+    parts = p.parts
+    if len(parts) == 2 and parts[0] == "adapter_types":
+        return "adapter_type", ""
+    if len(parts) == 2 and parts[0] == "architectures":
+        return "architecture", ""
+    if len(parts) == 3 and parts[0] == "tasks":
+        return "task", parts[1]
+    if len(parts) == 3 and parts[0] == "subtasks":
+        return "subtask", parts[1]
+    if len(parts) == 3 and parts[0] == "adapters":
+        return "adapter", parts[1]
+    return None
+
+
+def _str(max_length: int | None = None, min_length: int | None = 1, fmt: str | None = None):
+    schema: dict[str, Any] = {"type": "string"}
+    if min_length:
+        schema["minLength"] = min_length
+    if max_length:
+        schema["maxLength"] = max_length
+    if fmt:
+        schema["format"] = fmt
+    return schema
+
+
+def _object(required: list[str], properties: dict[str, Any], extra: bool = False):
+    return {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": extra,
+    }
+
+
+# The Hub format's schemas (scripts/schemas/*.schema.json in the Hub repository), restated.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "adapter_type": _object(
+        ["id", "displayname"],
+        {"id": _str(50), "displayname": _str(), "description": _str(min_length=None)},
+    ),
+    "task": _object(
+        ["task", "displayname", "description"],
+        {"task": _str(30), "displayname": _str(80), "description": _str(500, None)},
+    ),
+    "subtask": _object(
+        ["task", "subtask", "description"],
+        {
+            "task": _str(30),
+            "subtask": _str(30),
+            "displayname": _str(80),
+            "hf_datasets_id": _str(min_length=None),
+            "description": _str(500, None),
+            "url": _str(min_length=None, fmt="uri"),
+            "citation": _str(min_length=None),
+            "language": _str(min_length=None),
+            "metric": _object(
+                ["name", "higher_is_better"],
+                {"name": {"type": "string"}, "higher_is_better": {"type": "boolean"}},
+            ),
+        },
+    ),
+    "architecture": _object(
+        ["name", "displayname", "description", "config"],
+        {
+            "name": _str(),
+            "displayname": _str(),
+            "description": _str(500, None),
+            "citation": _str(min_length=None),
+            "config": {"type": "object", "minProperties": 1},
+            "config_v1": {"type": "object"},
+        },
+    ),
+    "adapter": _object(
+        [
+            "type",
+            "task",
+            "subtask",
+            "model_type",
+            "model_name",
+            "author",
+            "config",
+            "default_version",
+            "files",
+        ],
+        {
+            "type": _str(),
+            "task": _str(),
+            "subtask": _str(),
+            "model_type": _str(),
+            "model_name": _str(),
+            "model_class": _str(),
+            "prediction_head": {"type": "boolean"},
+            "config": _object(
+                ["using"],
+                {
+                    "using": _str(),
+                    "non_linearity": _str(),
+                    "reduction_factor": {"type": "integer", "minimum": 1},
+                },
+            ),
+            "author": _str(),
+            "email": _str(min_length=None, fmt="email"),
+            "url": _str(min_length=None, fmt="uri"),
+            "github": _str(min_length=None),
+            "twitter": _str(min_length=None),
+            "citation": _str(min_length=None),
+            "description": _str(min_length=None),
+            "default_version": {"type": "string"},
+            "hidden_size": {"type": "integer"},
+            "name": _str(),
+            "files": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "anyOf": [
+                        {"required": ["version", "url", "sha1"]},
+                        {"required": ["version", "url", "sha256"]},
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "version": {"type": "string"},
+                        "url": _str(min_length=None, fmt="uri"),
+                        "sha1": {"type": "string"},
+                        "sha256": {"type": "string"},
+                        "description": {"type": "string"},
+                        "score": {"type": "number"},
+                    },
+                },
+            },
+            "dependencies": {
+                "type": "array",
+                "items": _object(
+                    ["key"], {"key": _str(), "description": _str(100, min_length=None)}
+                ),
+            },
+        },
+    ),
+}
+
+_FORMATS = FormatChecker(formats=["email", "uri"])
+VALIDATORS = {
+    kind: Draft7Validator(schema, format_checker=_FORMATS) for kind, schema in SCHEMAS.items()
+}
+
+
+def _field_path(error) -> str | None:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "required":
+        missing = re.match(r"'([^']+)' is a required property", error.message)
+        if missing:
+            parts.append(missing.group(1))
+    return ".".join(parts) or None
+
+
+def _line_of(text: str, key: str | None) -> int | None:
+    """Best-effort line number of a top-level key, so an error points into the file."""
+    if not key:
+        return None
+    top = key.split(".", 1)[0]
+    match = re.search(rf"^{re.escape(top)}\s*:", text, flags=re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def parse_file(path: str, content: bytes) -> ParsedFile | None:
+    """Parse and schema-check one file. None when the path is not a catalogue file."""
+    kind_folder = classify(path)
+    if kind_folder is None:
+        return None
+    kind, folder = kind_folder
+    parsed = ParsedFile(kind=kind, path=path, data={}, folder=folder)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        parsed.errors.append(
+            FileProblem(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+        )
+        return parsed
+    try:
+        # Safe loader only: a !!python/object tag is an error here, never executed.
+        data = yaml.load(text, Loader=SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{exc.context}; {problem}"
+        parsed.errors.append(FileProblem(path, f"YAML syntax error: {problem}", line=line))
+        return parsed
+    except yaml.YAMLError as exc:
+        parsed.errors.append(FileProblem(path, f"YAML error: {exc}"))
+        return parsed
+    if not isinstance(data, dict):
+        parsed.errors.append(
+            FileProblem(path, f"expected a mapping at the top level, found {type(data).__name__}")
+        )
+        return parsed
+    parsed.data = data
+    for error in sorted(VALIDATORS[kind].iter_errors(data), key=lambda e: list(e.absolute_path)):
+        field_name = _field_path(error)
+        problem = FileProblem(
+            path, error.message, line=_line_of(text, field_name), field=field_name
+        )
+        # The original CI forgot format checks: a bad email or URL is reported, not fatal.
+        (parsed.warnings if error.validator == "format" else parsed.errors).append(problem)
+    if kind == "adapter" and not parsed.errors:
+        _check_adapter_files(parsed, text)
+    return parsed
+
+
+def _check_adapter_files(parsed: ParsedFile, text: str) -> None:
+    data = parsed.data
+    versions = [f["version"] for f in data["files"]]
+    seen: set[str] = set()
+    for index, entry in enumerate(data["files"]):
+        if entry["version"] in seen:
+            parsed.errors.append(
+                FileProblem(
+                    parsed.path,
+                    f"version {entry['version']!r} is listed twice",
+                    line=_line_of(text, "files"),
+                    field=f"files.{index}.version",
+                )
+            )
+        seen.add(entry["version"])
+        for algo, length in SHA_LENGTHS.items():
+            value = entry.get(algo)
+            if value is not None and (len(value) != length or not HEX.match(value)):
+                parsed.errors.append(
+                    FileProblem(
+                        parsed.path,
+                        f"{algo} must be {length} lowercase hex characters, got {value!r}",
+                        line=_line_of(text, "files"),
+                        field=f"files.{index}.{algo}",
+                    )
+                )
+    if data["default_version"] not in versions:
+        parsed.errors.append(
+            FileProblem(
+                parsed.path,
+                f"default_version {data['default_version']!r} is not one of the versions "
+                f"{versions}",
+                line=_line_of(text, "default_version"),
+                field="default_version",
+            )
+        )
+
+
+def minimize(value: Any) -> Any:
+    """Drop falsy values recursively, as the original Hub did before hashing."""
+    if isinstance(value, Mapping):
+        return {k: minimize(v) for k, v in value.items() if v}
+    return value
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """The Hub's 16-hex-character id of a full adapter config."""
+    blob = json.dumps(minimize(config), sort_keys=True).encode("utf-8")
+    return hashlib.sha1(blob).hexdigest()[:16]
+
+
+def full_config(architecture_config: Mapping[str, Any], card_config: Mapping[str, Any]) -> dict:
+    """The architecture's config with every key of the card's `config` except `using` applied."""
+    merged = dict(architecture_config)
+    merged.update({k: v for k, v in card_config.items() if k != "using"})
+    return merged
