@@ -1,0 +1,58 @@
+"""Fixtures shared by every test: where ../shared is, throw-away data dirs, git repositories."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SNAPSHOT = SHARED / "hub-snapshot"
+DIST_EXAMPLES = SHARED / "hub-dist-examples" / "v2"
+INTEROP = SHARED / "interop" / "adapters-1.3.0"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.org",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.org",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    import os
+
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def make_git_repo(source: Path, dest: Path) -> Path:
+    """A git repository holding a copy of `source` in one commit (the shared data stays read-only)."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".git"))
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    git(dest, "init", "-q", "-b", "main")
+    commit_all(dest, "snapshot")
+    return dest
+
+
+@pytest.fixture
+def snapshot_repo(tmp_path) -> Path:
+    """The real Hub snapshot as a git repository of its own, in a temp dir."""
+    return make_git_repo(SNAPSHOT, tmp_path / "hub-repo")
+
+
+@pytest.fixture(autouse=True)
+def hub_data_dir(tmp_path, settings) -> Path:
+    """Every test gets its own HUB_DATA_DIR (working clones, files, cache)."""
+    settings.HUB_DATA_DIR = tmp_path / "hub-data"
+    return settings.HUB_DATA_DIR
