@@ -23,8 +23,11 @@ run: setup
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py runserver --noreload $(HOST):$(PORT)
 
+# The tests use PostgreSQL and Redis for real (this kind of machine runs both on loopback).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/adapterhub
+
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from hub_server.catalog.demo import load_demo_catalogue
+from hub_server.catalog.models import SyncRun
+
+
+class Command(BaseCommand):
+    help = "Create the demo Hub repository under HUB_DATA_DIR and sync it into the catalogue."
+
+    def handle(self, *args, **options):
+        run = load_demo_catalogue()
+        if run.status in (SyncRun.Status.FAILED, SyncRun.Status.LOCKED):
+            raise CommandError(run.message)
+        for error in run.errors:
+            self.stderr.write(f"error {error['file']}: {error['message']}")
+        self.stdout.write(f"demo catalogue: {run.message}")
