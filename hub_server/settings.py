@@ -58,6 +58,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
     "hub_server.catalog",
 ]
 
@@ -151,6 +154,60 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [p for p in [BASE_DIR / "frontend" / "static"] if p.exists()]
+
+# Adapter files: content-addressed, through Django's storage API. HUB_STORAGE=s3 switches to
+# S3-compatible object storage (django-storages) configured by the AWS_* variables.
+HUB_STORAGE = os.environ.get("HUB_STORAGE", "local")
+HUB_FILES_DIR = Path(os.environ.get("HUB_FILES_DIR", HUB_DATA_DIR / "files"))
+if HUB_STORAGE == "s3":
+    _adapter_files = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ.get("AWS_STORAGE_BUCKET_NAME", "adapterhub"),
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            "default_acl": None,
+            "file_overwrite": False,
+            "querystring_auth": True,
+        },
+    }
+else:
+    _adapter_files = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(HUB_FILES_DIR)},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "adapter_files": _adapter_files,
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
+    if not DEBUG
+    else {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# With nginx in front, downloads are handed off with X-Accel-Redirect to this internal prefix.
+HUB_ACCEL_REDIRECT_PREFIX = os.environ.get("HUB_ACCEL_REDIRECT_PREFIX", "")
+# Public base URL of this hub (for absolute links in the legacy index and /hf/ when behind a proxy).
+HUB_PUBLIC_URL = os.environ.get("HUB_PUBLIC_URL", "").rstrip("/")
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("API_THROTTLE_ANON", "600/min"),
+        "user": os.environ.get("API_THROTTLE_USER", "3000/min"),
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AdapterHub API",
+    "DESCRIPTION": "Browse, download and publish adapters for Hugging Face transformers.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
 
 HUB_BASE_MODELS = json.loads(os.environ.get("HUB_BASE_MODELS") or "{}")
 

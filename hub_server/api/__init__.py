@@ -1,0 +1,1 @@
+"""The HTTP faces of the catalogue: the REST API, downloads, the legacy index and /hf/."""

@@ -1,0 +1,3 @@
+"""Routes of the legacy AdapterHub index under /dist/v2/."""
+
+urlpatterns: list = []

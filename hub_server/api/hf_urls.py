@@ -1,0 +1,3 @@
+"""Routes of the Hugging Face Hub compatible subset under /hf/."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Routes of the native REST API under /api/v1/."""
+
+urlpatterns: list = []
