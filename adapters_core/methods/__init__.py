@@ -1,0 +1,22 @@
+"""Adapter method families. Adding a method = a new file here plus one entry in METHODS."""
+
+from .base import Activation, AdapterMethod
+from .bottleneck import BottleneckAdapter, BottleneckMethod, ParallelBottleneckAdapter
+from .fusion import AdapterFusionLayer
+from .invertible import GLOWCouplingBlock, InvertibleMethod, NICECouplingBlock
+
+# Order matters only for attach(); each method builds modules for the configs it handles.
+METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod()]
+
+__all__ = [
+    "METHODS",
+    "Activation",
+    "AdapterFusionLayer",
+    "AdapterMethod",
+    "BottleneckAdapter",
+    "BottleneckMethod",
+    "GLOWCouplingBlock",
+    "InvertibleMethod",
+    "NICECouplingBlock",
+    "ParallelBottleneckAdapter",
+]

@@ -1,0 +1,809 @@
+"""Adapter support on a transformers model: adding, activating, training, saving, loading.
+
+``ModelAdaptersMixin`` is mixed into the flexible-head classes (``BertAdapterModel``...) and,
+by :func:`init`, into any supported Hugging Face model instance (class swap, same class name).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import loading
+from .composition import (
+    AdapterCompositionBlock,
+    Fuse,
+    Stack,
+    check_supported,
+    parse_composition,
+)
+from .configuration import AdapterConfig, AdapterFusionConfig, ConfigUnion
+from .context import AdapterSetup
+from .errors import (
+    AdapterConfigError,
+    AdapterError,
+    AdapterNotFoundError,
+    CompositionError,
+)
+from .methods import METHODS
+from .methods.bottleneck import iter_bottleneck_layers
+from .models import ArchitectureSpec, get_spec
+from .weights import (
+    adapter_filter,
+    collect,
+    fusion_filter,
+    load_strict,
+    rename_adapter_keys,
+    rename_prefix_segment,
+    static_head_filter,
+)
+
+logger = logging.getLogger(__name__)
+
+# The on-disk format version written into every config file: the reference library's, so
+# that adapters saved here load there (it parses this field).
+FORMAT_VERSION = "adapters.1.3.0"
+
+SetupArg = AdapterCompositionBlock | str | list | None
+
+
+class ModelAdaptersConfig:
+    """The adapters of one model: configs, fusions and the active setup (shared by all layers)."""
+
+    def __init__(self) -> None:
+        self.adapters: dict[str, AdapterConfig] = {}
+        self.fusions: dict[str, tuple[list[str], AdapterFusionConfig]] = {}
+        self.active_setup: AdapterCompositionBlock | None = None
+        self.active_flat: frozenset[str] = frozenset()
+        self.skip_layers: list[int] | None = None
+
+    def fusion_config(self, name: str) -> AdapterFusionConfig | None:
+        entry = self.fusions.get(name)
+        return entry[1] if entry else None
+
+    def set_active(self, setup: AdapterCompositionBlock | None, skip_layers: Any = None) -> None:
+        self.active_setup = setup
+        self.active_flat = frozenset(setup.flatten() if setup is not None else ())
+        self.skip_layers = list(skip_layers) if skip_layers else None
+
+    def current_setup(self) -> AdapterCompositionBlock | None:
+        ctx = AdapterSetup.get_context()
+        return ctx.adapter_setup if ctx is not None else self.active_setup
+
+
+def _replicate_for_parallel(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """Forward pre-hook of the base model: copy the batch once per Parallel channel."""
+    setup = module.adapters_config.current_setup()
+    if setup is None:
+        return None
+    channels = setup.parallel_channels
+    if channels <= 1:
+        return None
+    ref = kwargs.get("input_ids")
+    if ref is None:
+        ref = kwargs.get("inputs_embeds")
+    if ref is None and args and isinstance(args[0], torch.Tensor):
+        ref = args[0]
+    if ref is None:
+        return None
+    bsz = ref.shape[0]
+
+    def rep(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == bsz:
+            return value.repeat(channels, *([1] * (value.dim() - 1)))
+        return value
+
+    return tuple(rep(a) for a in args), {k: rep(v) for k, v in kwargs.items()}
+
+
+def _model_name(model: nn.Module) -> str | None:
+    return getattr(model.config, "name_or_path", None) or None
+
+
+class ModelAdaptersMixin:
+    """Adapter management; expects ``self.config`` and ``self.base_model`` (a PreTrainedModel)."""
+
+    adapters_config: ModelAdaptersConfig
+    adapters_spec: ArchitectureSpec
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def _init_adapters(self, spec: ArchitectureSpec | None = None) -> None:
+        if "adapters_config" in self.__dict__:
+            return
+        spec = spec or get_spec(self.config.model_type)  # type: ignore[attr-defined]
+        state = ModelAdaptersConfig()
+        object.__setattr__(self, "adapters_spec", spec)
+        object.__setattr__(self, "adapters_config", state)
+        base = self.adapter_base_model
+        if base is not self:
+            object.__setattr__(base, "adapters_config", state)
+        for method in METHODS:
+            method.attach(base, spec, state)
+        base.register_forward_pre_hook(_replicate_for_parallel, with_kwargs=True)
+
+    @property
+    def adapter_base_model(self) -> nn.Module:
+        return getattr(self, self.adapters_spec.base_model_prefix, self)  # type: ignore[return-value]
+
+    def _has_prefix(self) -> bool:
+        return self.adapter_base_model is not self
+
+    # --- adding and deleting -------------------------------------------------------------
+
+    def add_adapter(
+        self,
+        adapter_name: str,
+        config: AdapterConfig | Mapping[str, Any] | str | None = None,
+        overwrite_ok: bool = False,
+        set_active: bool = False,
+    ) -> None:
+        """Add a new adapter (``config``: object, dict or string, default ``"seq_bn"``)."""
+        _check_name(adapter_name)
+        if adapter_name in self.adapters_config.adapters:
+            if not overwrite_ok:
+                raise AdapterError(f"An adapter named {adapter_name!r} already exists.")
+            self.delete_adapter(adapter_name)
+        cfg = AdapterConfig.load(config)
+        parts = cfg.configs if isinstance(cfg, ConfigUnion) else [cfg]
+        unhandled = [p for p in parts if not any(m.handles(p) for m in METHODS)]
+        if unhandled:
+            raise AdapterConfigError(
+                f"No adapter method in adapters_core builds {type(unhandled[0]).__name__}."
+            )
+        self.adapters_config.adapters[adapter_name] = cfg
+        base, spec = self.adapter_base_model, self.adapters_spec
+        try:
+            for method in METHODS:
+                if method.handles(cfg):
+                    method.add_adapter(base, spec, self.adapters_config, adapter_name, cfg)
+        except Exception:
+            self.delete_adapter(adapter_name)
+            raise
+        self._move_new_modules()
+        if set_active:
+            self.set_active_adapters(adapter_name)
+
+    def _move_new_modules(self) -> None:
+        param = next(iter(self.adapter_base_model.parameters()), None)  # type: ignore[attr-defined]
+        if param is not None and param.device.type != "meta":
+            for module in self._adapter_containers():
+                module.to(device=param.device)
+
+    def _adapter_containers(self) -> list[nn.Module]:
+        base = self.adapter_base_model
+        out: list[nn.Module] = []
+        for _, _, module in iter_bottleneck_layers(base, self.adapters_spec):
+            out.extend([module.adapters, module.adapter_fusion_layer])
+        inv = getattr(base, "invertible_adapters", None)
+        if inv is not None:
+            out.append(inv)
+        return out
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        if adapter_name not in self.adapters_config.adapters:
+            raise AdapterNotFoundError(f"No adapter named {adapter_name!r} in this model.")
+        for fusion_name, (names, _) in list(self.adapters_config.fusions.items()):
+            if adapter_name in names:
+                self.delete_adapter_fusion(fusion_name)
+        for method in METHODS:
+            method.delete_adapter(self.adapter_base_model, self.adapters_spec, adapter_name)
+        del self.adapters_config.adapters[adapter_name]
+        active = self.adapters_config.active_setup
+        if active is not None and adapter_name in active.flatten():
+            self.adapters_config.set_active(None)
+
+    def add_adapter_fusion(
+        self,
+        adapter_names: Fuse | list[str] | str,
+        config: AdapterFusionConfig | Mapping[str, Any] | str | None = None,
+        name: str | None = None,
+        overwrite_ok: bool = False,
+        set_active: bool = False,
+    ) -> None:
+        """Add a fusion layer over existing adapters (``Fuse("a", "b")``, a list, or ``"a,b"``)."""
+        fuse = _as_fuse(adapter_names, name)
+        names = [c if isinstance(c, str) else c.last() for c in fuse.children]
+        missing = [n for n in fuse.flatten() if n not in self.adapters_config.adapters]
+        if missing:
+            raise AdapterNotFoundError(f"Cannot fuse unknown adapter(s): {', '.join(missing)}.")
+        fusion_name = fuse.name
+        if fusion_name in self.adapters_config.fusions:
+            if not overwrite_ok:
+                raise AdapterError(f"A fusion named {fusion_name!r} already exists.")
+            self.delete_adapter_fusion(fusion_name)
+        fusion_config = AdapterFusionConfig.load(config)
+        self.adapters_config.fusions[fusion_name] = (names, fusion_config)
+        for method in METHODS:
+            method.add_fusion(
+                self.adapter_base_model, self.adapters_spec, self.adapters_config, fusion_name
+            )
+        self._move_new_modules()
+        if set_active:
+            self.set_active_adapters(fuse)
+
+    add_fusion = add_adapter_fusion
+
+    def delete_adapter_fusion(self, adapter_names: Fuse | list[str] | str) -> None:
+        fusion_name = (
+            _as_fuse(adapter_names, None).name
+            if not isinstance(adapter_names, str)
+            else adapter_names
+        )
+        if fusion_name not in self.adapters_config.fusions:
+            raise AdapterNotFoundError(f"No fusion named {fusion_name!r} in this model.")
+        for method in METHODS:
+            method.delete_fusion(self.adapter_base_model, self.adapters_spec, fusion_name)
+        del self.adapters_config.fusions[fusion_name]
+
+    def has_adapters(self) -> bool:
+        return bool(self.adapters_config.adapters)
+
+    def get_adapter(self, name: str) -> dict[int, dict[str, nn.Module]]:
+        """The modules of adapter ``name``: ``{layer_idx: {location: module}}``."""
+        if name not in self.adapters_config.adapters:
+            raise AdapterNotFoundError(f"No adapter named {name!r} in this model.")
+        out: dict[int, dict[str, nn.Module]] = {}
+        for idx, location, module in iter_bottleneck_layers(
+            self.adapter_base_model, self.adapters_spec
+        ):
+            if name in module.adapters:
+                out.setdefault(idx, {})[location] = module.adapters[name]
+        inv = getattr(self.adapter_base_model, "invertible_adapters", None)
+        if inv is not None and name in inv:
+            out.setdefault(-1, {})["invertible"] = inv[name]
+        return out
+
+    # --- activation ----------------------------------------------------------------------
+
+    def _parse_setup(self, adapter_setup: SetupArg) -> AdapterCompositionBlock | None:
+        setup = parse_composition(adapter_setup, model_type=self.config.model_type)  # type: ignore[attr-defined]
+        if setup is None:
+            return None
+        missing = sorted(n for n in setup.flatten() if n not in self.adapters_config.adapters)
+        if missing:
+            raise AdapterNotFoundError(
+                f"No adapter named {', '.join(map(repr, missing))} in this model."
+            )
+        for method in METHODS:
+            if any(method.handles(self.adapters_config.adapters[n]) for n in setup.flatten()):
+                if method.name == "bottleneck":
+                    check_supported(setup, method.supported_compositions)
+        self._check_fusions(setup)
+        return setup  # type: ignore[return-value]
+
+    def _check_fusions(self, setup: Any) -> None:
+        if isinstance(setup, str):
+            return
+        if isinstance(setup, Fuse) and setup.name not in self.adapters_config.fusions:
+            raise CompositionError(
+                f"No fusion layer for {setup}: call add_adapter_fusion({setup}) first."
+            )
+        for child in setup:
+            self._check_fusions(child)
+
+    def set_active_adapters(
+        self, adapter_setup: SetupArg, skip_layers: list[int] | None = None
+    ) -> None:
+        """Activate a setup: a name, a list (Stack), or a composition block."""
+        setup = self._parse_setup(adapter_setup)
+        self.adapters_config.set_active(setup, skip_layers)
+        self._on_setup_activated(setup)
+
+    def _on_setup_activated(self, setup: AdapterCompositionBlock | None) -> None:
+        """Hook for the head mixin (activates the matching head)."""
+
+    @property
+    def active_adapters(self) -> AdapterCompositionBlock | None:
+        return self.adapters_config.active_setup
+
+    @active_adapters.setter
+    def active_adapters(self, adapter_setup: SetupArg) -> None:
+        self.set_active_adapters(adapter_setup)
+
+    # --- training ------------------------------------------------------------------------
+
+    def freeze_model(self, freeze: bool = True) -> None:
+        """Freeze (or unfreeze) every weight of the base model, adapters included."""
+        for p in self.adapter_base_model.parameters():
+            p.requires_grad = not freeze
+
+    def _set_trainable(self, keep: Any) -> None:
+        for name, p in self.named_parameters():  # type: ignore[attr-defined]
+            if keep(name):
+                p.requires_grad = True
+
+    def train_adapter(self, adapter_setup: SetupArg, train_embeddings: bool = False) -> None:
+        """Freeze everything except the adapters of ``adapter_setup`` and their head(s)."""
+        setup = self._parse_setup(adapter_setup)
+        if setup is None:
+            raise CompositionError("train_adapter needs at least one adapter.")
+        for p in self.parameters():  # type: ignore[attr-defined]
+            p.requires_grad = False
+        filters = [adapter_filter(n) for n in setup.flatten()]
+        self._set_trainable(lambda k: any(f(k) for f in filters))
+        if train_embeddings:
+            get = getattr(self.adapter_base_model, "get_input_embeddings", None)
+            if get is not None:
+                get().weight.requires_grad = True
+        self.set_active_adapters(setup)
+        self._unfreeze_heads(setup)
+
+    def train_adapter_fusion(
+        self, adapter_setup: SetupArg, unfreeze_adapters: bool = False
+    ) -> None:
+        """Freeze everything except the fusion layers of ``adapter_setup`` (and its head)."""
+        setup = self._parse_setup(adapter_setup)
+        if setup is None:
+            raise CompositionError("train_adapter_fusion needs a Fuse setup.")
+        for p in self.parameters():  # type: ignore[attr-defined]
+            p.requires_grad = False
+        fusion_names = _fuse_names(setup)
+        filters = [fusion_filter(n) for n in fusion_names]
+        if unfreeze_adapters:
+            filters += [adapter_filter(n) for n in setup.flatten()]
+        self._set_trainable(lambda k: any(f(k) for f in filters))
+        self.set_active_adapters(setup)
+        self._unfreeze_heads(setup)
+
+    def _unfreeze_heads(self, setup: AdapterCompositionBlock) -> None:
+        # a task-specific HF class: its head lives outside the base model
+        if self._has_prefix():
+            prefix = self.adapters_spec.base_model_prefix + "."
+            self._set_trainable(lambda k: not k.startswith(prefix) and not k.startswith("heads."))
+
+    # --- summary ---------------------------------------------------------------------------
+
+    def adapter_summary(self, as_dict: bool = False) -> str | list[dict[str, Any]]:
+        """Parameter counts per adapter, as in the reference library (% of the base model)."""
+        tensors = dict(self.named_parameters())  # type: ignore[attr-defined]
+        rows: list[dict[str, Any]] = []
+        all_adapter_keys: set[str] = set()
+        active = self.adapters_config.active_flat
+        for name, cfg in self.adapters_config.adapters.items():
+            keep = adapter_filter(name)
+            keys = [k for k in tensors if keep(k)]
+            all_adapter_keys.update(keys)
+            rows.append(
+                {
+                    "name": name,
+                    "architecture": cfg.architecture or "bottleneck",
+                    "#param": sum(tensors[k].numel() for k in keys),
+                    "train": any(tensors[k].requires_grad for k in keys),
+                    "active": name in active,
+                }
+            )
+        base = self.adapter_base_model
+        base_prefix = self.adapters_spec.base_model_prefix + "." if self._has_prefix() else ""
+        base_total = sum(
+            p.numel()
+            for k, p in tensors.items()
+            if k.startswith(base_prefix) and k not in all_adapter_keys
+        )
+        if base is self:
+            base_total = sum(p.numel() for k, p in tensors.items() if k not in all_adapter_keys)
+        for row in rows:
+            row["%param"] = 100.0 * row["#param"] / base_total if base_total else 0.0
+        rows.append(
+            {
+                "name": "Full model",
+                "#param": base_total,
+                "%param": 100.0,
+                "train": any(
+                    tensors[k].requires_grad
+                    for k in tensors
+                    if k.startswith(base_prefix) and k not in all_adapter_keys
+                ),
+            }
+        )
+        if as_dict:
+            return rows
+        sep, line = "=" * 80, "-" * 80
+        out = [
+            sep,
+            f"{'Name':<25}{'Architecture':<20}{'#Param':>12}{'%Param':>10}{'Active':>7}{'Train':>6}",
+            line,
+        ]
+        for row in rows[:-1]:
+            out.append(
+                f"{row['name']:<25}{row['architecture']:<20}{row['#param']:>12,}"
+                f"{row['%param']:>10.3f}{int(row['active']):>7}{int(row['train']):>6}"
+            )
+        full = rows[-1]
+        out += [
+            line,
+            f"{'Full model':<45}{full['#param']:>12,}{full['%param']:>10.3f}{'':>7}{int(full['train']):>6}",
+            sep,
+        ]
+        return "\n".join(out)
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def _file_meta(self, name: str | None) -> dict[str, Any]:
+        return {
+            "hidden_size": getattr(self.config, self.adapters_spec.hidden_size_attr),  # type: ignore[attr-defined]
+            "model_class": type(self).__name__,
+            "model_name": _model_name(self),  # type: ignore[arg-type]
+            "model_type": self.config.model_type,  # type: ignore[attr-defined]
+            "name": name,
+            "version": FORMAT_VERSION,
+        }
+
+    def save_adapter(
+        self,
+        save_directory: str | os.PathLike,
+        adapter_name: str,
+        with_head: bool = True,
+        meta_dict: Mapping[str, Any] | None = None,
+        use_safetensors: bool = True,
+    ) -> None:
+        """Write ``adapter_config.json`` and the weights (safetensors unless told otherwise)."""
+        if adapter_name not in self.adapters_config.adapters:
+            raise AdapterNotFoundError(f"No adapter named {adapter_name!r} in this model.")
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        content = {"config": self.adapters_config.adapters[adapter_name].to_dict()}
+        content.update(self._file_meta(adapter_name))
+        for key, value in (meta_dict or {}).items():
+            content.setdefault(key, value)
+        loading.write_json_config(content, folder / loading.ADAPTER_CONFIG_NAME)
+        state = collect(self, adapter_filter(adapter_name))  # type: ignore[arg-type]
+        loading.write_state_dict(
+            state, loading.weights_file_for_saving(folder, "adapter", use_safetensors)
+        )
+        if with_head:
+            self._save_head_with_adapter(folder, adapter_name, use_safetensors)
+
+    def _save_head_with_adapter(
+        self, folder: Path, adapter_name: str, use_safetensors: bool
+    ) -> None:
+        # a task-specific HF class saves its static head; the flex mixin overrides this
+        if not self._has_prefix():
+            return
+        state = collect(self, static_head_filter(self.adapters_spec.base_model_prefix))  # type: ignore[arg-type]
+        if not state:
+            return
+        content = self._file_meta(None)
+        content["config"] = None
+        content["num_labels"] = getattr(self.config, "num_labels", None)  # type: ignore[attr-defined]
+        loading.write_json_config(content, folder / loading.HEAD_CONFIG_NAME)
+        loading.write_state_dict(
+            state, loading.weights_file_for_saving(folder, "head", use_safetensors)
+        )
+
+    def save_adapter_fusion(
+        self,
+        save_directory: str | os.PathLike,
+        adapter_names: Fuse | list[str] | str,
+        with_head: bool | str = False,
+        meta_dict: Mapping[str, Any] | None = None,
+        use_safetensors: bool = True,
+    ) -> None:
+        fusion_name = (
+            adapter_names if isinstance(adapter_names, str) else _as_fuse(adapter_names, None).name
+        )
+        if fusion_name not in self.adapters_config.fusions:
+            raise AdapterNotFoundError(f"No fusion named {fusion_name!r} in this model.")
+        names, fusion_config = self.adapters_config.fusions[fusion_name]
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        content: dict[str, Any] = {"adapter_names": list(names), "config": fusion_config.to_dict()}
+        content.update(self._file_meta(fusion_name))
+        for key, value in (meta_dict or {}).items():
+            content.setdefault(key, value)
+        loading.write_json_config(content, folder / loading.FUSION_CONFIG_NAME)
+        state = collect(self, fusion_filter(fusion_name))  # type: ignore[arg-type]
+        loading.write_state_dict(
+            state, loading.weights_file_for_saving(folder, "fusion", use_safetensors)
+        )
+        if with_head:
+            head = with_head if isinstance(with_head, str) else fusion_name
+            save_head = getattr(self, "save_head", None)
+            if save_head is not None and head in getattr(self, "heads", {}):
+                save_head(folder, head, use_safetensors=use_safetensors)
+
+    def save_all_adapters(
+        self,
+        save_directory: str | os.PathLike,
+        with_head: bool = True,
+        meta_dict: Mapping[str, Any] | None = None,
+        use_safetensors: bool = True,
+    ) -> None:
+        """One sub-folder per adapter (the layout of an AdapterTrainer checkpoint)."""
+        for name in self.adapters_config.adapters:
+            self.save_adapter(
+                Path(save_directory) / name,
+                name,
+                with_head=with_head,
+                meta_dict=meta_dict,
+                use_safetensors=use_safetensors,
+            )
+
+    def save_all_adapter_fusions(
+        self, save_directory: str | os.PathLike, use_safetensors: bool = True
+    ) -> None:
+        for name in self.adapters_config.fusions:
+            self.save_adapter_fusion(
+                Path(save_directory) / name, name, use_safetensors=use_safetensors
+            )
+
+    # --- loading -----------------------------------------------------------------------------
+
+    def _resolve_folder(
+        self,
+        identifier: str | os.PathLike,
+        config: Any,
+        version: str | None,
+        model_name: str | None,
+    ) -> Path:
+        if os.path.isdir(identifier):
+            return Path(identifier)
+        from . import hub  # lazy: network code is only needed for identifiers and URLs
+
+        folder = hub.resolve_adapter_path(
+            str(identifier),
+            config=config,
+            version=version,
+            model_name=model_name or _model_name(self),  # type: ignore[arg-type]
+        )
+        return Path(folder)
+
+    def load_adapter(
+        self,
+        adapter_name_or_path: str | os.PathLike,
+        config: Any = None,
+        version: str | None = None,
+        model_name: str | None = None,
+        load_as: str | None = None,
+        with_head: bool = True,
+        set_active: bool = False,
+        leave_out: list[int] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Load an adapter from a folder, URL or Hub identifier; returns its name in the model."""
+        folder = self._resolve_folder(adapter_name_or_path, config, version, model_name)
+        if loading.is_peft_folder(folder):
+            raise AdapterConfigError(
+                f"{folder} holds a PEFT adapter (adapter_config.json with peft_type), "
+                "not an AdapterHub adapter; load it with PEFT instead."
+            )
+        config_path = folder / loading.ADAPTER_CONFIG_NAME
+        if not config_path.is_file():
+            raise AdapterNotFoundError(
+                f"No {loading.ADAPTER_CONFIG_NAME} in {folder}: not an adapter folder."
+            )
+        saved = loading.upgrade_legacy_config(loading.read_json_config(config_path))
+        if not isinstance(saved.get("config"), Mapping):
+            raise AdapterConfigError(f"{config_path} has no 'config' object.")
+        saved_name = saved.get("name") or folder.name
+        name = load_as or saved_name
+        adapter_config = AdapterConfig.load(saved["config"])
+        if leave_out is not None:
+            adapter_config = adapter_config.replace(leave_out=list(leave_out))
+        weights_path = loading.find_weights_file(folder, "adapter")
+        if weights_path is None:
+            raise AdapterNotFoundError(f"No adapter weights file in {folder}.")
+        state = loading.read_state_dict(weights_path)
+        if loading.is_legacy_config(saved) or any(
+            "_text_" in k or "invertible_lang" in k for k in state
+        ):
+            state = loading.upgrade_legacy_keys(state)
+        state = rename_adapter_keys(state, saved_name, name)
+        if leave_out:
+            state = {
+                k: v for k, v in state.items() if not any(f".layer.{i}." in k for i in leave_out)
+            }
+        existing = self.adapters_config.adapters.get(name)
+        if existing is not None and existing != adapter_config:
+            raise AdapterError(
+                f"An adapter named {name!r} with a different config already exists; "
+                "delete it or use load_as."
+            )
+        added = existing is None
+        if added:
+            self.add_adapter(name, adapter_config)
+        try:
+            load_strict(
+                self,  # type: ignore[arg-type]
+                state,
+                adapter_filter(name),
+                self.adapters_spec.base_model_prefix,
+                f"adapter {name!r} from {weights_path}",
+            )
+        except Exception:
+            if added:
+                self.delete_adapter(name)
+            raise
+        if with_head and (folder / loading.HEAD_CONFIG_NAME).is_file():
+            self._load_head_with_adapter(folder, name)
+        if set_active:
+            self.set_active_adapters(name)
+        return name
+
+    def _load_head_with_adapter(self, folder: Path, adapter_name: str) -> None:
+        saved = loading.read_json_config(folder / loading.HEAD_CONFIG_NAME)
+        if saved.get("config") is not None:
+            logger.warning(
+                "Ignoring the flexible head in %s: this model has a static head.", folder
+            )
+            return
+        if saved.get("model_class") != type(self).__name__:
+            logger.warning(
+                "Ignoring the head in %s: saved from %s, this model is %s.",
+                folder,
+                saved.get("model_class"),
+                type(self).__name__,
+            )
+            return
+        path = loading.find_weights_file(folder, "head")
+        if path is None:
+            raise AdapterNotFoundError(f"No head weights file in {folder}.")
+        state = loading.read_state_dict(path)
+        load_strict(
+            self,  # type: ignore[arg-type]
+            state,
+            static_head_filter(self.adapters_spec.base_model_prefix),
+            self.adapters_spec.base_model_prefix,
+            f"the head from {path}",
+        )
+
+    def load_adapter_fusion(
+        self,
+        adapter_fusion_name_or_path: str | os.PathLike,
+        load_as: str | None = None,
+        set_active: bool = False,
+        with_head: bool = True,
+        **kwargs: Any,
+    ) -> str:
+        """Load a fusion layer; its adapters must be loaded first."""
+        folder = Path(adapter_fusion_name_or_path)
+        config_path = folder / loading.FUSION_CONFIG_NAME
+        if not config_path.is_file():
+            raise AdapterNotFoundError(f"No {loading.FUSION_CONFIG_NAME} in {folder}.")
+        saved = loading.read_json_config(config_path)
+        names = saved.get("adapter_names")
+        if not isinstance(names, list) or not names:
+            raise AdapterConfigError(f"{config_path} has no adapter_names list.")
+        saved_name = saved.get("name") or ",".join(names)
+        fusion_name = load_as or saved_name
+        fuse = Fuse(*names, name=fusion_name if fusion_name != ",".join(names) else None)
+        self.add_adapter_fusion(fuse, saved.get("config"), overwrite_ok=True)
+        path = loading.find_weights_file(folder, "fusion")
+        if path is None:
+            raise AdapterNotFoundError(f"No fusion weights file in {folder}.")
+        state = rename_prefix_segment(
+            loading.read_state_dict(path), "adapter_fusion_layer", saved_name, fusion_name
+        )
+        try:
+            load_strict(
+                self,  # type: ignore[arg-type]
+                state,
+                fusion_filter(fusion_name),
+                self.adapters_spec.base_model_prefix,
+                f"fusion {fusion_name!r} from {path}",
+            )
+        except Exception:
+            self.delete_adapter_fusion(fusion_name)
+            raise
+        load_head = getattr(self, "load_head", None)
+        if with_head and load_head is not None and (folder / loading.HEAD_CONFIG_NAME).is_file():
+            load_head(folder)
+        if set_active:
+            self.set_active_adapters(fuse)
+        return fusion_name
+
+    # --- whole setups ----------------------------------------------------------------------
+
+    def save_adapter_setup(
+        self,
+        save_directory: str | os.PathLike,
+        adapter_setup: SetupArg,
+        head_setup: Any = None,
+        use_safetensors: bool = True,
+    ) -> None:
+        """Save a composition with its adapters, fusions and heads (``adapter_setup.json``)."""
+        setup = self._parse_setup(adapter_setup)
+        if setup is None:
+            raise CompositionError("save_adapter_setup needs a setup.")
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in setup.flatten_ordered():
+            self.save_adapter(folder / name, name, with_head=False, use_safetensors=use_safetensors)
+        for fusion_name in _fuse_names(setup):
+            self.save_adapter_fusion(
+                folder / fusion_name, fusion_name, use_safetensors=use_safetensors
+            )
+        heads = [head_setup] if isinstance(head_setup, str) else list(head_setup or [])
+        if isinstance(head_setup, AdapterCompositionBlock):
+            heads = head_setup.flatten_ordered()
+        for head in heads:
+            self.save_head(folder / head, head, use_safetensors=use_safetensors)  # type: ignore[attr-defined]
+        head_json = (
+            head_setup.to_dict() if isinstance(head_setup, AdapterCompositionBlock) else head_setup
+        )
+        loading.write_json_config(
+            {"adapter_setup": setup.to_dict(), "head_setup": head_json, "version": FORMAT_VERSION},
+            folder / loading.SETUP_CONFIG_NAME,
+        )
+
+    def load_adapter_setup(
+        self, adapter_setup_name_or_path: str | os.PathLike, set_active: bool = False, **kwargs: Any
+    ) -> tuple[AdapterCompositionBlock, Any]:
+        """Load a folder written by :meth:`save_adapter_setup`; returns (setup, head_setup)."""
+        folder = self._resolve_folder(adapter_setup_name_or_path, None, kwargs.get("version"), None)
+        saved = loading.read_json_config(folder / loading.SETUP_CONFIG_NAME)
+        setup = AdapterCompositionBlock.from_dict(saved["adapter_setup"])
+        if isinstance(setup, str):
+            setup = Stack(setup)
+        for name in setup.flatten_ordered():
+            self.load_adapter(folder / name, load_as=name, with_head=False)
+        for fusion_name in _fuse_names(setup):
+            self.load_adapter_fusion(folder / fusion_name, with_head=False)
+        head_setup = saved.get("head_setup")
+        if isinstance(head_setup, dict):
+            head_setup = AdapterCompositionBlock.from_dict(head_setup)
+        heads = [head_setup] if isinstance(head_setup, str) else list(head_setup or [])
+        for head in heads:
+            self.load_head(folder / head, load_as=head)  # type: ignore[attr-defined]
+        if set_active:
+            self.set_active_adapters(setup)
+            if head_setup is not None and hasattr(self, "active_head"):
+                self.active_head = head_setup
+        return setup, head_setup
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or "." in name or "," in name:
+        raise AdapterConfigError(
+            f"Invalid adapter name {name!r}: use a non-empty string without '.' or ','."
+        )
+
+
+def _as_fuse(adapter_names: Fuse | Iterable[str] | str, name: str | None) -> Fuse:
+    if isinstance(adapter_names, Fuse):
+        if name and name != adapter_names.name:
+            return Fuse(*adapter_names.children, name=name)
+        return adapter_names
+    if isinstance(adapter_names, str):
+        names = adapter_names.split(",")
+    else:
+        names = list(adapter_names)
+    return Fuse(*names, name=name)
+
+
+def _fuse_names(setup: Any) -> list[str]:
+    if isinstance(setup, str):
+        return []
+    out = [setup.name] if isinstance(setup, Fuse) else []
+    for child in setup:
+        out += [n for n in _fuse_names(child) if n not in out]
+    return out
+
+
+_MIXED_CLASSES: dict[type, type] = {}
+
+
+def init(model: nn.Module, adapters_config: Any = None) -> nn.Module:
+    """Add adapter support to a plain Hugging Face model instance (in place; returns it).
+
+    ``BertModel``, ``BertForSequenceClassification``, ``RobertaModel`` ... gain ``add_adapter``,
+    ``train_adapter``, ``save_adapter``, ``load_adapter`` and the rest. Weight names are those
+    of the reference library for the same class.
+    """
+    if isinstance(model, ModelAdaptersMixin):
+        return model
+    spec = get_spec(model.config.model_type)
+    cls = type(model)
+    new_cls = _MIXED_CLASSES.get(cls)
+    if new_cls is None:
+        new_cls = type(cls.__name__, (ModelAdaptersMixin, cls), {"__module__": cls.__module__})
+        _MIXED_CLASSES[cls] = new_cls
+    model.__class__ = new_cls
+    model._init_adapters(spec)  # type: ignore[attr-defined]
+    return model

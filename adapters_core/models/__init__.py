@@ -1,0 +1,54 @@
+"""Architecture tables (one short file per architecture) and the lookup generic code uses."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..errors import AdapterError
+from . import bert, roberta, xlm_roberta
+from .spec import ArchitectureSpec, StaticHeadSpec
+
+SPECS: dict[str, ArchitectureSpec] = {
+    s.model_type: s for s in (bert.SPEC, roberta.SPEC, xlm_roberta.SPEC)
+}
+
+
+def register_architecture(spec: ArchitectureSpec) -> None:
+    """Add support for another architecture from its table."""
+    SPECS[spec.model_type] = spec
+
+
+def get_spec(model_type: str) -> ArchitectureSpec:
+    spec = SPECS.get(model_type)
+    if spec is None:
+        raise AdapterError(
+            f"Model type {model_type!r} is not supported by adapters_core "
+            f"(supported: {', '.join(sorted(SPECS))})."
+        )
+    return spec
+
+
+def resolve_path(root: Any, path: str) -> Any:
+    """Follow a dotted attribute path (``"encoder.layer"``) from ``root``."""
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def import_class(ref: str) -> type:
+    """``"transformers:BertModel"`` -> the class."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "SPECS",
+    "ArchitectureSpec",
+    "StaticHeadSpec",
+    "get_spec",
+    "import_class",
+    "register_architecture",
+    "resolve_path",
+]

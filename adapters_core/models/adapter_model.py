@@ -1,0 +1,161 @@
+"""Flexible-head model classes (``BertAdapterModel``...) built from the architecture tables,
+and ``AutoAdapterModel`` which picks one by ``config.model_type``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig
+
+from ..context import AdapterSetup, ForwardContext
+from ..errors import AdapterError
+from ..heads.model_mixin import ModelWithFlexibleHeadsMixin
+from . import SPECS, get_spec, import_class
+from .spec import ArchitectureSpec
+
+
+class AdapterModelBase(ModelWithFlexibleHeadsMixin):
+    """Shared ``__init__`` and ``forward`` of every ``XAdapterModel`` class."""
+
+    adapters_spec: ArchitectureSpec
+
+    def __init__(self, config: PretrainedConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)  # the PreTrainedModel of the architecture
+        spec = type(self).adapters_spec
+        base_cls = import_class(spec.base_model_class)
+        setattr(self, spec.base_model_prefix, base_cls(config))
+        self._init_heads()
+        self.post_init()  # type: ignore[attr-defined]
+        self._init_adapters(spec)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.adapter_base_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.adapter_base_model.set_input_embeddings(value)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        head: str | list[str] | None = None,
+        output_adapter_gating_scores: bool = False,
+        output_adapter_fusion_attentions: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        base_kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+            "inputs_embeds": inputs_embeds,
+        }
+        base_kwargs = {k: v for k, v in base_kwargs.items() if v is not None}
+        kwargs.pop("return_dict", None)
+        want_context = output_adapter_gating_scores or output_adapter_fusion_attentions
+        context = ForwardContext(output_adapter_fusion_attentions, output_adapter_gating_scores)
+        if want_context:
+            with context:
+                outputs = self.adapter_base_model(**base_kwargs, **kwargs)
+        else:
+            outputs = self.adapter_base_model(**base_kwargs, **kwargs)
+        head_setup = head or AdapterSetup.get_context_head_setup() or self.active_head
+        if not head_setup:
+            result = outputs
+        else:
+            ref = input_ids if input_ids is not None else inputs_embeds
+            head_kwargs: dict[str, Any] = {}
+            if labels is not None:
+                head_kwargs["labels"] = labels
+            if start_positions is not None:
+                head_kwargs["start_positions"] = start_positions
+            if end_positions is not None:
+                head_kwargs["end_positions"] = end_positions
+            result = self.forward_head(
+                outputs,
+                head_name=head_setup,
+                attention_mask=attention_mask,
+                input_batch_size=ref.shape[0] if ref is not None else None,
+                **head_kwargs,
+            )
+        if output_adapter_fusion_attentions:
+            result["adapter_fusion_attentions"] = context.adapter_fusion_attentions
+        if output_adapter_gating_scores:
+            result["adapter_gating_scores"] = context.adapter_gating_scores
+        return result
+
+
+def _make_adapter_model_class(spec: ArchitectureSpec) -> type:
+    base_cls = import_class(spec.base_model_class)
+    pretrained_cls = base_cls.__mro__[1]  # e.g. BertPreTrainedModel
+    stem = (
+        base_cls.__name__[: -len("Model")]
+        if base_cls.__name__.endswith("Model")
+        else base_cls.__name__
+    )
+    return type(
+        f"{stem}AdapterModel",
+        (AdapterModelBase, pretrained_cls),
+        {
+            "adapters_spec": spec,
+            "__module__": __name__,
+            "__doc__": f"{stem} with adapters and flexible prediction heads.",
+            "_keys_to_ignore_on_load_unexpected": [
+                r"^cls\.",
+                r"^lm_head\.",
+                r"^classifier\.",
+                r"^qa_outputs\.",
+            ],
+        },
+    )
+
+
+ADAPTER_MODEL_CLASSES: dict[str, type] = {t: _make_adapter_model_class(s) for t, s in SPECS.items()}
+BertAdapterModel = ADAPTER_MODEL_CLASSES["bert"]
+RobertaAdapterModel = ADAPTER_MODEL_CLASSES["roberta"]
+XLMRobertaAdapterModel = ADAPTER_MODEL_CLASSES["xlm-roberta"]
+
+
+class AutoAdapterModel:
+    """Picks the ``XAdapterModel`` class for a checkpoint's ``model_type``."""
+
+    def __init__(self) -> None:
+        raise OSError("Use AutoAdapterModel.from_pretrained(...) or .from_config(...).")
+
+    @staticmethod
+    def _class_for(config: PretrainedConfig) -> type:
+        model_type = getattr(config, "model_type", None)
+        if model_type not in ADAPTER_MODEL_CLASSES:
+            get_spec(str(model_type))  # raises with the supported list
+            raise AdapterError(f"No adapter model class for {model_type!r}.")
+        return ADAPTER_MODEL_CLASSES[model_type]
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig, **kwargs: Any) -> Any:
+        return cls._class_for(config)(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any
+    ) -> Any:
+        config = kwargs.pop("config", None)
+        if config is None:
+            config_kwargs = {
+                k: kwargs[k]
+                for k in ("cache_dir", "revision", "local_files_only", "token", "trust_remote_code")
+                if k in kwargs
+            }
+            config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
+        model_cls = cls._class_for(config)
+        return model_cls.from_pretrained(
+            pretrained_model_name_or_path, *model_args, config=config, **kwargs
+        )

@@ -1,0 +1,83 @@
+"""Fixtures for the adapters_core model tests: the interop fixtures in ../shared, tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+INTEROP = SHARED / "interop" / "adapters-1.3.0"
+
+
+def tiny_bert_config(**overrides: Any) -> Any:
+    from transformers import BertConfig
+
+    kwargs = dict(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    kwargs.update(overrides)
+    return BertConfig(**kwargs)
+
+
+def tiny_roberta_config(**overrides: Any) -> Any:
+    from transformers import RobertaConfig
+
+    kwargs = dict(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=66,
+        pad_token_id=1,
+    )
+    kwargs.update(overrides)
+    return RobertaConfig(**kwargs)
+
+
+def tiny_inputs(batch: int = 3, length: int = 12, seed: int = 7) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 1000, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[-1, length - 3 :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def load_expected(case_dir: Path) -> dict[str, Any]:
+    return json.loads((case_dir / "expected.json").read_text())
+
+
+@pytest.fixture
+def tiny_bert_adapter_model() -> Any:
+    from adapters_core import BertAdapterModel
+
+    torch.manual_seed(0)
+    model = BertAdapterModel(tiny_bert_config())
+    model.eval()
+    return model
+
+
+@pytest.fixture
+def tiny_roberta_adapter_model() -> Any:
+    from adapters_core import RobertaAdapterModel
+
+    torch.manual_seed(0)
+    model = RobertaAdapterModel(tiny_roberta_config())
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def interop_dir() -> Path:
+    if not INTEROP.is_dir():
+        pytest.skip(f"interop fixtures not found at {INTEROP}")
+    return INTEROP
