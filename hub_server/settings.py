@@ -153,6 +153,8 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request otherwise
+WHITENOISE_USE_FINDERS = DEBUG
 STATICFILES_DIRS = [p for p in [BASE_DIR / "frontend" / "static"] if p.exists()]
 
 # Adapter files: content-addressed, through Django's storage API. HUB_STORAGE=s3 switches to
