@@ -70,6 +70,13 @@ class AdapterConfig(Mapping):
     def _validate(self) -> None:
         pass
 
+    def __eq__(self, other: object) -> bool:
+        # equal when they serialize the same, whatever preset class built them
+        return isinstance(other, AdapterConfig) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
     # Mapping interface over the serialized fields
     def __getitem__(self, key: str) -> Any:
         if key == "architecture" and self.architecture is not None:
@@ -164,7 +171,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class BnConfig(AdapterConfig):
     """Bottleneck adapter config; every field of ``adapters`` 1.3.0 ``BnConfig``."""
 
@@ -246,7 +253,7 @@ class BnConfig(AdapterConfig):
         return rf
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class SeqBnConfig(BnConfig):
     """Pfeiffer et al. (2020): one bottleneck after the FFN."""
 
@@ -259,13 +266,13 @@ class SeqBnConfig(BnConfig):
     residual_before_ln: bool | str = True
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class SeqBnInvConfig(SeqBnConfig):
     inv_adapter: str | None = "nice"
     inv_adapter_reduction_factor: float | None = 2
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class DoubleSeqBnConfig(BnConfig):
     """Houlsby et al. (2019): bottlenecks after attention and after the FFN."""
 
@@ -278,13 +285,13 @@ class DoubleSeqBnConfig(BnConfig):
     residual_before_ln: bool | str = True
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class DoubleSeqBnInvConfig(DoubleSeqBnConfig):
     inv_adapter: str | None = "nice"
     inv_adapter_reduction_factor: float | None = 2
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class ParBnConfig(BnConfig):
     """He et al. (2021): a parallel bottleneck."""
 
@@ -300,7 +307,7 @@ class ParBnConfig(BnConfig):
     scaling: float | str = 4.0
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class AdapterPlusConfig(BnConfig):
     """Steitz & Roth (2024)."""
 
@@ -316,7 +323,7 @@ class AdapterPlusConfig(BnConfig):
     scaling: float | str = "channel"
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class CompacterPlusPlusConfig(BnConfig):
     mh_adapter: bool = False
     output_adapter: bool = True
@@ -326,7 +333,7 @@ class CompacterPlusPlusConfig(BnConfig):
     phm_layer: bool = True
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class CompacterConfig(BnConfig):
     mh_adapter: bool = True
     output_adapter: bool = True

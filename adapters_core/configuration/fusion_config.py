@@ -11,7 +11,7 @@ from ..errors import AdapterConfigError
 from .adapter_config import AdapterConfig
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class AdapterFusionConfig(AdapterConfig):
     """Fields of ``adapters`` 1.3.0 ``AdapterFusionConfig``."""
 
@@ -54,7 +54,7 @@ class AdapterFusionConfig(AdapterConfig):
         return loaded.replace(**overrides) if overrides else loaded  # type: ignore[return-value]
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class StaticAdapterFusionConfig(AdapterFusionConfig):
     key: bool = True
     query: bool = True
@@ -67,7 +67,7 @@ class StaticAdapterFusionConfig(AdapterFusionConfig):
     value_initialized: bool = False
 
 
-@dataclass(kw_only=True, eq=True)
+@dataclass(kw_only=True, eq=False)
 class DynamicAdapterFusionConfig(AdapterFusionConfig):
     key: bool = True
     query: bool = True

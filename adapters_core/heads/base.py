@@ -51,9 +51,14 @@ def _hidden_dropout(model_config: Any, head_config: dict[str, Any]) -> float:
     return float(getattr(model_config, "hidden_dropout_prob", 0.0))
 
 
-def _id2label_to_label2id(id2label: dict[int, str] | None) -> dict[str, int] | None:
+def _id2label_to_label2id(
+    id2label: dict[int, str] | None, num_labels: int | None = None
+) -> dict[str, int] | None:
     if id2label is None:
-        return None
+        if num_labels is None:
+            return None
+        # the reference names unnamed labels like transformers does
+        return {f"LABEL_{i}": i for i in range(num_labels)}
     return {label: int(i) for i, label in id2label.items()}
 
 
@@ -139,7 +144,7 @@ class ClassificationHead(PredictionHead):
             "num_labels": num_labels,
             "layers": layers,
             "activation_function": activation_function,
-            "label2id": _id2label_to_label2id(id2label),
+            "label2id": _id2label_to_label2id(id2label, num_labels),
             "use_pooler": use_pooler,
             "bias": bias,
             "dropout_prob": dropout_prob,
@@ -227,7 +232,7 @@ class TaggingHead(PredictionHead):
             "num_labels": num_labels,
             "layers": layers,
             "activation_function": activation_function,
-            "label2id": _id2label_to_label2id(id2label),
+            "label2id": _id2label_to_label2id(id2label, num_labels),
             "dropout_prob": dropout_prob,
         }
         self.build(model_config)
@@ -270,7 +275,7 @@ class QuestionAnsweringHead(PredictionHead):
             "num_labels": num_labels,
             "layers": layers,
             "activation_function": activation_function,
-            "label2id": _id2label_to_label2id(id2label),
+            "label2id": _id2label_to_label2id(id2label, num_labels),
             "dropout_prob": dropout_prob,
         }
         self.build(model_config)
