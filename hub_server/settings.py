@@ -61,7 +61,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "hub_server.catalog",
+    "hub_server.uploads",
 ]
 
 MIDDLEWARE = [
@@ -209,6 +211,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Browse, download and publish adapters for Hugging Face transformers.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI assets served from this host (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 HUB_BASE_MODELS = json.loads(os.environ.get("HUB_BASE_MODELS") or "{}")

@@ -1,0 +1,155 @@
+"""FilterSets of the REST API: the list's filters, search and ordering, and the reference tables'.
+
+The adapter filters are also the facets: `/api/v1/facets/` counts, per filter field, the values
+`AdapterFilter` would accept, under every other filter of the request.
+"""
+
+from __future__ import annotations
+
+import django_filters as filters
+from django.db.models import F, Func, Q, TextField
+
+from hub_server.catalog.models import Adapter, Architecture, Subtask, Task
+
+# ordering parameter -> ORDER BY; every ordering ends in the primary key so pages are stable, in
+# the direction that lets PostgreSQL walk the composite indexes (status, -downloads, id) and
+# (status, -updated_at, id) forwards or backwards.
+ORDERINGS = {
+    "-downloads": ("-downloads", "id"),
+    "downloads": ("downloads", "-id"),
+    "-updated": ("-updated_at", "id"),
+    "updated": ("updated_at", "-id"),
+    "name": ("name", "id"),
+    "-name": ("-name", "-id"),
+}
+DEFAULT_ORDERING = "-downloads"
+
+
+class _Joined(Func):
+    template = "%(expressions)s"
+    output_field = TextField()
+
+
+class AdapterSearchText(Func):
+    """lower(org || '/' || name || ' ' || model_name || ' ' || author || ' ' || description).
+
+    Written exactly as the trigram index `adapter_search_trgm` (catalog migration 0002), so a
+    `LIKE '%term%'` on it is answered from that index on PostgreSQL.
+    """
+
+    template = "lower(%(expressions)s)"
+    arg_joiner = " || ' ' || "
+    output_field = TextField()
+
+    def __init__(self):
+        org_name = _Joined(F("org"), F("name"), arg_joiner=" || '/' || ")
+        super().__init__(org_name, F("model_name"), F("author"), F("description"))
+
+
+def search_adapters(queryset, term: str):
+    """Case-insensitive substring search over id, model, author, description, task and subtask."""
+    term = term.strip().lstrip("@").lower()
+    if not term:
+        return queryset
+    # Task and subtask names live in small tables: resolve them to ids first, so the OR below is
+    # a union of index scans rather than a join evaluated on every adapter row.
+    task_ids = list(Task.objects.filter(task__icontains=term).values_list("pk", flat=True))
+    subtask_ids = list(Subtask.objects.filter(subtask__icontains=term).values_list("pk", flat=True))
+    match = Q(search_text__contains=term)
+    if task_ids:
+        match |= Q(task_id__in=task_ids)
+    if subtask_ids:
+        match |= Q(subtask_id__in=subtask_ids)
+    return queryset.alias(search_text=AdapterSearchText()).filter(match)
+
+
+class AdapterFilter(filters.FilterSet):
+    type = filters.CharFilter(field_name="type_id", help_text="adapter type, e.g. text_task")
+    task = filters.CharFilter(field_name="task__task", help_text="task id, e.g. sentiment")
+    subtask = filters.CharFilter(field_name="subtask__subtask", help_text="subtask id, e.g. sst-2")
+    model_type = filters.CharFilter(help_text="e.g. bert")
+    model_name = filters.CharFilter(help_text="e.g. bert-base-uncased")
+    architecture = filters.CharFilter(
+        field_name="architecture__name", help_text="config.using, e.g. pfeiffer"
+    )
+    config_id = filters.CharFilter(field_name="config_hash", help_text="16-hex config hash")
+    org = filters.CharFilter(help_text="organisation (the folder of the card)")
+    has_head = filters.ChoiceFilter(
+        method="filter_has_head",
+        choices=[("true", "true"), ("false", "false")],
+        help_text="true: the adapter ships a prediction head",
+    )
+    q = filters.CharFilter(
+        method="filter_q",
+        help_text="search over id, task, subtask, model, description and author",
+    )
+    ordering = filters.ChoiceFilter(
+        method="filter_ordering",
+        choices=[(key, key) for key in ORDERINGS],
+        empty_label=None,
+        help_text=f"sort order (default {DEFAULT_ORDERING})",
+    )
+
+    # The fields counted by /api/v1/facets/: facet name -> the lookup each groups by.
+    FACETS = {
+        "type": "type_id",
+        "task": "task__task",
+        "subtask": "subtask__subtask",
+        "model_type": "model_type",
+        "model_name": "model_name",
+        "architecture": "architecture__name",
+        "config_id": "config_hash",
+        "org": "org",
+        "has_head": "has_head",
+    }
+
+    class Meta:
+        model = Adapter
+        fields: list[str] = []
+
+    def filter_q(self, queryset, name, value):
+        return search_adapters(queryset, value)
+
+    def filter_has_head(self, queryset, name, value):
+        return queryset.filter(has_head=value == "true")
+
+    def filter_ordering(self, queryset, name, value):
+        return queryset.order_by(*ORDERINGS[value])
+
+    def filter_queryset(self, queryset):
+        queryset = super().filter_queryset(queryset)
+        if not self.form.cleaned_data.get("ordering"):
+            queryset = queryset.order_by(*ORDERINGS[DEFAULT_ORDERING])
+        return queryset
+
+
+class TaskFilter(filters.FilterSet):
+    type = filters.CharFilter(field_name="type_id", help_text="adapter type, e.g. text_lang")
+
+    class Meta:
+        model = Task
+        fields: list[str] = []
+
+
+class SubtaskFilter(filters.FilterSet):
+    type = filters.CharFilter(field_name="task__type_id", help_text="adapter type")
+    task = filters.CharFilter(field_name="task__task", help_text="task id, e.g. sentiment")
+    language = filters.CharFilter(help_text="language code, e.g. en")
+
+    class Meta:
+        model = Subtask
+        fields: list[str] = []
+
+
+class ArchitectureFilter(filters.FilterSet):
+    class Meta:
+        model = Architecture
+        fields: list[str] = []
+
+
+class ModelFilter(filters.FilterSet):
+    model_type = filters.CharFilter(help_text="e.g. bert")
+
+    class Meta:
+        model = Adapter
+        fields: list[str] = []

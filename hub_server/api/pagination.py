@@ -1,0 +1,150 @@
+"""Pagination: page numbers with a total count by default (what a UI shows), keyset cursors for
+clients that page deep (`?cursor=`: no COUNT, no OFFSET, constant cost per page)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Q
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import BasePagination, PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+
+class CatalogPageNumberPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ReferencePagination(PageNumberPagination):
+    """The reference tables (tasks, subtasks, ...) are small: large pages, same shape."""
+
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+def _encode(values: list) -> str:
+    raw = json.dumps(
+        [v.isoformat() if isinstance(v, datetime) else v for v in values], separators=(",", ":")
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(token: str, length: int) -> list:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        values = json.loads(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
+    if not isinstance(values, list) or len(values) != length:
+        raise ValidationError({"cursor": ["Invalid cursor (it belongs to another ordering)."]})
+    return values
+
+
+def keyset_after(ordering: tuple[str, ...], values: list) -> Q:
+    """Rows strictly after `values` in `ordering`: (a > x) OR (a = x AND b > y) OR ..."""
+    condition = Q()
+    equal: dict = {}
+    for field, value in zip(ordering, values, strict=True):
+        name = field.lstrip("-")
+        lookup = "lt" if field.startswith("-") else "gt"
+        condition |= Q(**equal, **{f"{name}__{lookup}": value})
+        equal[name] = value
+    return condition
+
+
+class KeysetPagination(BasePagination):
+    """Forward-only keyset pages over a queryset of `.values()` rows ordered by `ordering`
+    (its last field unique): the cursor holds the last row's ordering values."""
+
+    page_size_pagination = CatalogPageNumberPagination
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.page_size = self.page_size_pagination().get_page_size(request)
+        self.ordering = tuple(queryset.query.order_by)
+        token = request.query_params.get("cursor", "")
+        if token:
+            values = _decode(token, len(self.ordering))
+            try:
+                queryset = queryset.filter(keyset_after(self.ordering, values))
+            except (TypeError, ValueError, DjangoValidationError) as exc:
+                raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
+        rows = list(queryset[: self.page_size + 1])
+        self.has_next = len(rows) > self.page_size
+        rows = rows[: self.page_size]
+        self.next_token = (
+            _encode([rows[-1][f.lstrip("-")] for f in self.ordering]) if self.has_next else None
+        )
+        return rows
+
+    def get_paginated_response(self, data):
+        url = self.request.build_absolute_uri()
+        next_url = (
+            replace_query_param(remove_query_param(url, "page"), "cursor", self.next_token)
+            if self.next_token
+            else None
+        )
+        return Response({"next": next_url, "previous": None, "results": data})
+
+
+class PageOrCursorPagination(BasePagination):
+    """Page numbers (with `count`) unless the request has a `cursor` parameter; an empty
+    `?cursor=` starts cursor paging at the first page."""
+
+    def paginate_queryset(self, queryset, request, view=None):
+        if "cursor" in request.query_params:
+            self.active = KeysetPagination()
+        else:
+            self.active = CatalogPageNumberPagination()
+        return self.active.paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data):
+        return self.active.get_paginated_response(data)
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "required": ["next", "previous", "results"],
+            "properties": {
+                "count": {
+                    "type": "integer",
+                    "description": "total matches (page-number paging only)",
+                },
+                "next": {"type": "string", "nullable": True, "format": "uri"},
+                "previous": {"type": "string", "nullable": True, "format": "uri"},
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {
+                "name": "page",
+                "required": False,
+                "in": "query",
+                "description": "page number (page-number paging, the default)",
+                "schema": {"type": "integer"},
+            },
+            {
+                "name": "page_size",
+                "required": False,
+                "in": "query",
+                "description": "results per page (default 20, at most 100)",
+                "schema": {"type": "integer"},
+            },
+            {
+                "name": "cursor",
+                "required": False,
+                "in": "query",
+                "description": "keyset paging: empty for the first page, then the token of `next`",
+                "schema": {"type": "string"},
+            },
+        ]

@@ -1,0 +1,324 @@
+"""Reads of the REST API: querysets of `.values()` rows and the composed detail of one adapter.
+
+Every read is a fixed number of queries, whatever the page size: the list is COUNT + one SELECT,
+each reference table one annotated SELECT, the detail four small SELECTs.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from django.db.models import Count, Min, Q, QuerySet
+from rest_framework.exceptions import NotFound, ValidationError
+
+from hub_server.api.exceptions import Gone
+from hub_server.api.filters import AdapterFilter
+from hub_server.catalog.models import (
+    Adapter,
+    AdapterDependency,
+    AdapterVersion,
+    Architecture,
+    Subtask,
+    SyncRun,
+    Task,
+)
+
+ACTIVE = Adapter.Status.ACTIVE
+
+ADAPTER_LIST_FIELDS = (
+    "id",
+    "org",
+    "name",
+    "type_id",
+    "task__task",
+    "subtask__subtask",
+    "model_type",
+    "model_name",
+    "architecture__name",
+    "config_hash",
+    "has_head",
+    "default_version",
+    "author",
+    "description",
+    "downloads",
+    "updated_at",
+)
+
+
+def active_adapters() -> QuerySet:
+    """Adapters that listings show: withdrawn and yanked cards are hidden."""
+    return Adapter.objects.filter(status=ACTIVE)
+
+
+def adapter_rows() -> QuerySet:
+    return active_adapters().values(*ADAPTER_LIST_FIELDS)
+
+
+# -- facets ----------------------------------------------------------------------------------
+
+
+def adapter_facets(params) -> dict:
+    """Counts per value of each filter field, under all OTHER filters of `params` (so a chosen
+    value's siblings keep their counts), and the total under all of them."""
+    params = params.copy()
+    for ignored in ("ordering", "page", "page_size", "cursor"):
+        params.pop(ignored, None)
+    filterset = AdapterFilter(params, queryset=active_adapters())
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    total = filterset.qs.order_by().count()
+    facets = {}
+    for facet, lookup in AdapterFilter.FACETS.items():
+        others = params.copy()
+        others.pop(facet, None)
+        queryset = AdapterFilter(others, queryset=active_adapters()).qs.order_by()
+        label = _FACET_LABELS.get(facet)
+        rows = queryset.values(lookup).annotate(
+            count=Count("id"), **({"label": Min(label)} if label else {})
+        )
+        values = [
+            {
+                "value": _facet_value(row[lookup]),
+                "label": row.get("label") or _facet_value(row[lookup]),
+                "count": row["count"],
+            }
+            for row in rows
+        ]
+        values.sort(key=lambda v: (-v["count"], v["value"]))
+        facets[facet] = values
+    return {"total": total, "facets": facets}
+
+
+_FACET_LABELS = {
+    "type": "type__displayname",
+    "task": "task__displayname",
+    "subtask": "subtask__displayname",
+    "architecture": "architecture__displayname",
+}
+
+
+def _facet_value(value) -> str:
+    # The string a client passes back as the filter: booleans as true/false.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# -- one adapter -----------------------------------------------------------------------------
+
+_URL_SCHEME = re.compile(r"^https?://", re.IGNORECASE)
+
+
+def social_url(value: str, site: str) -> str:
+    """A profile URL from a card's `github`/`twitter` value: a handle (`@x` or `x`) or a URL."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    if _URL_SCHEME.match(value):
+        return value
+    host = f"{site}/"
+    if value.lower().startswith(host):
+        return f"https://{value}"
+    return f"https://{host}{value.lstrip('@')}"
+
+
+def load_snippet(identifier: str, model_name: str, architecture: str, hub_url: str) -> str:
+    return (
+        f"# Point adapters_core at this hub first: export ADAPTERHUB_URL={hub_url}\n"
+        "from adapters_core import AutoAdapterModel\n"
+        "\n"
+        f'model = AutoAdapterModel.from_pretrained("{model_name}")\n'
+        f'adapter_name = model.load_adapter("{identifier}", config="{architecture}")\n'
+        "model.set_active_adapters(adapter_name)\n"
+    )
+
+
+def adapter_api_path(api_root: str, org: str, name: str) -> str:
+    return f"{api_root}adapters/{quote(org)}/{quote(name)}/"
+
+
+def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
+    """The whole detail of `@org/name` as plain data. 404 unknown, 410 withdrawn.
+
+    `api_root` is the absolute URL of /api/v1/, `hub_url` the hub's public base URL.
+    """
+    adapter = (
+        Adapter.objects.select_related("type", "task", "subtask", "architecture")
+        .filter(org=org, name=name)
+        .first()
+    )
+    if adapter is None:
+        raise NotFound(f"No adapter @{org}/{name}.")
+    if adapter.status == Adapter.Status.WITHDRAWN:
+        raise Gone(f"Adapter @{org}/{name} was withdrawn from the hub.")
+    base = adapter_api_path(api_root, org, name)
+    versions = [
+        {
+            **row,
+            "is_default": row["version"] == adapter.default_version,
+            "download_url": f"{base}versions/{quote(row['version'], safe='')}/download",
+        }
+        for row in AdapterVersion.objects.filter(adapter=adapter)
+        .order_by("position")
+        .values(
+            "version",
+            "score",
+            "size",
+            "sha1",
+            "sha256",
+            "description",
+            "file_status",
+            "downloads",
+        )
+    ]
+    identifier = f"{adapter.task.task}/{adapter.subtask.subtask}@{org}"
+    return {
+        "id": adapter.unique_id,
+        "org": org,
+        "name": name,
+        "identifier": identifier,
+        "status": adapter.status,
+        "type": adapter.type_id,
+        "type_displayname": adapter.type.displayname,
+        "task": adapter.task.task,
+        "task_displayname": adapter.task.displayname,
+        "subtask": adapter.subtask.subtask,
+        "subtask_displayname": adapter.subtask.displayname,
+        "language": adapter.subtask.language,
+        "model_type": adapter.model_type,
+        "model_name": adapter.model_name,
+        "model_class": adapter.model_class,
+        "has_head": adapter.has_head,
+        "hidden_size": adapter.hidden_size,
+        "architecture": adapter.architecture.name,
+        "architecture_displayname": adapter.architecture.displayname,
+        "config": adapter.config,
+        "config_id": adapter.config_hash,
+        "default_version": adapter.default_version,
+        "versions": versions,
+        "author": adapter.author,
+        "email": adapter.email,
+        "url": adapter.url,
+        "github": adapter.github,
+        "github_url": social_url(adapter.github, "github.com"),
+        "twitter": adapter.twitter,
+        "twitter_url": social_url(adapter.twitter, "twitter.com"),
+        "citation": adapter.citation,
+        "description": adapter.description,
+        "dependencies": _dependencies(adapter, api_root),
+        "warnings": adapter.warnings,
+        "downloads": adapter.downloads,
+        "created": adapter.created_at,
+        "updated": adapter.updated_at,
+        "load_snippet": load_snippet(
+            identifier, adapter.model_name, adapter.architecture.name, hub_url
+        ),
+    }
+
+
+_IDENTIFIER = re.compile(r"^(?P<task>[^/@]+)/(?P<subtask>[^/@]+)@(?P<org>[^/@]+)$")
+_UNIQUE_ID = re.compile(r"^@?(?P<org>[^/@]+)/(?P<name>[^/@]+)$")
+
+
+def _dependencies(adapter: Adapter, api_root: str) -> list[dict]:
+    """The card's dependencies, each with the API link of the adapter its key names, if known:
+    `org/name` directly, `task/subtask@org` as that org's adapter for the same base model (the
+    same architecture preferred when several match)."""
+    deps = list(
+        AdapterDependency.objects.filter(adapter=adapter)
+        .order_by("position")
+        .values("key", "description")
+    )
+    if not deps:
+        return []
+    wanted = Q(pk__in=[])
+    for dep in deps:
+        key = dep["key"].strip()
+        if m := _IDENTIFIER.match(key):
+            wanted |= Q(task__task=m["task"], subtask__subtask=m["subtask"], org=m["org"])
+        elif m := _UNIQUE_ID.match(key):
+            wanted |= Q(org=m["org"], name=m["name"])
+    candidates = list(
+        active_adapters()
+        .filter(wanted)
+        .values("org", "name", "task__task", "subtask__subtask", "model_name", "architecture_id")
+    )
+    for dep in deps:
+        key = dep["key"].strip()
+        match = None
+        if m := _IDENTIFIER.match(key):
+            same = [
+                c
+                for c in candidates
+                if (c["task__task"], c["subtask__subtask"], c["org"])
+                == (m["task"], m["subtask"], m["org"])
+                and c["model_name"] == adapter.model_name
+            ]
+            same_arch = [c for c in same if c["architecture_id"] == adapter.architecture_id]
+            pick = same_arch if len(same_arch) == 1 else same
+            match = pick[0] if len(pick) == 1 else None
+        elif m := _UNIQUE_ID.match(key):
+            match = next(
+                (c for c in candidates if (c["org"], c["name"]) == (m["org"], m["name"])), None
+            )
+        dep["adapter"] = f"@{match['org']}/{match['name']}" if match else None
+        dep["api_url"] = adapter_api_path(api_root, match["org"], match["name"]) if match else None
+    return deps
+
+
+# -- reference tables ------------------------------------------------------------------------
+
+_ACTIVE_ADAPTERS = Q(adapters__status=ACTIVE)
+
+
+def task_rows() -> QuerySet:
+    return (
+        Task.objects.values("type_id", "task", "displayname", "description")
+        .annotate(adapter_count=Count("adapters", filter=_ACTIVE_ADAPTERS))
+        .order_by("type_id", "task")
+    )
+
+
+def subtask_rows() -> QuerySet:
+    return (
+        Subtask.objects.values(
+            "task__type_id",
+            "task__task",
+            "subtask",
+            "displayname",
+            "description",
+            "url",
+            "citation",
+            "language",
+            "hf_datasets_id",
+            "metric_name",
+            "metric_higher_is_better",
+        )
+        .annotate(adapter_count=Count("adapters", filter=_ACTIVE_ADAPTERS))
+        .order_by("task__type_id", "task__task", "subtask")
+    )
+
+
+def architecture_rows() -> QuerySet:
+    return (
+        Architecture.objects.values(
+            "name", "displayname", "description", "citation", "config", "config_hash"
+        )
+        .annotate(adapter_count=Count("adapters", filter=_ACTIVE_ADAPTERS))
+        .order_by("name")
+    )
+
+
+def model_rows() -> QuerySet:
+    """Distinct base models of active adapters, with their model type and adapter count."""
+    return (
+        active_adapters()
+        .values("model_name", "model_type")
+        .annotate(adapter_count=Count("id"))
+        .order_by("model_name", "model_type")
+    )
+
+
+def sync_runs() -> QuerySet:
+    return SyncRun.objects.order_by("-started_at", "-id")

@@ -1,0 +1,63 @@
+"""The API tests read the real Hub snapshot, synced once for the whole tests/api package.
+
+The sync commits outside the per-test transactions (django_db_blocker), so each test sees the
+291 cards and rolls back only its own writes; the package's teardown empties the catalogue again.
+The response cache is cleared before every test: a test's rolled-back writes must not leave
+cached pages behind.
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.cache import cache
+from django.test import override_settings
+
+from hub_server.catalog.models import (
+    Adapter,
+    AdapterType,
+    Architecture,
+    Subtask,
+    SyncLock,
+    SyncRun,
+    Task,
+)
+from hub_server.catalog.sync import sync_hub_repository
+from tests.conftest import SNAPSHOT, make_git_repo
+
+
+@pytest.fixture(scope="package")
+def catalog(django_db_setup, django_db_blocker, tmp_path_factory) -> Path:
+    """The snapshot synced into the test database; returns the git repository it came from."""
+    root = tmp_path_factory.mktemp("api-catalog")
+    repo = make_git_repo(SNAPSHOT, root / "hub-repo")
+    with django_db_blocker.unblock(), override_settings(HUB_DATA_DIR=root / "hub-data"):
+        run = sync_hub_repository(str(repo))
+        assert run.status == SyncRun.Status.SUCCEEDED and not run.errors, run.message
+    yield repo
+    with django_db_blocker.unblock():
+        Adapter.objects.all().delete()
+        for model in (Subtask, Task, Architecture, AdapterType, SyncRun, SyncLock):
+            model.objects.all().delete()
+
+
+@pytest.fixture(autouse=True)
+def clear_response_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def snapshot_cards() -> list[dict]:
+    """Every adapter card of the snapshot, read straight from its YAML (the expectations of the
+    tests come from here, never from the API), with `org` and `name` added."""
+    cards = []
+    for path in sorted((SNAPSHOT / "adapters").glob("*/*.y*ml")):
+        data = yaml.safe_load(path.read_text())
+        data["org"], data["name"] = path.parent.name, path.stem
+        cards.append(data)
+    return cards
+
+
+def ids(cards) -> set[str]:
+    return {f"@{c['org']}/{c['name']}" for c in cards}
