@@ -11,7 +11,8 @@ PORT ?= 8000
 setup: $(STAMP)
 
 # Re-install only when the dependency list changes, so a second `make setup` takes a second.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/system-packages.sh
+	bash scripts/system-packages.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
