@@ -1,0 +1,1 @@
+"""Publishing adapters on this hub: uploads, their validation, and the archives the hub hosts."""
