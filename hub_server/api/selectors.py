@@ -223,8 +223,9 @@ _UNIQUE_ID = re.compile(r"^@?(?P<org>[^/@]+)/(?P<name>[^/@]+)$")
 
 def _dependencies(adapter: Adapter, api_root: str) -> list[dict]:
     """The card's dependencies, each with the API link of the adapter its key names, if known:
-    `org/name` directly, `task/subtask@org` as that org's adapter for the same base model (the
-    same architecture preferred when several match)."""
+    `org/name` directly; `task/subtask@org` as `load_adapter` would resolve it for this adapter's
+    base model without a config (the legacy index's subtask default: the last `pfeiffer` card in
+    path order, else the first card)."""
     deps = list(
         AdapterDependency.objects.filter(adapter=adapter)
         .order_by("position")
@@ -236,13 +237,19 @@ def _dependencies(adapter: Adapter, api_root: str) -> list[dict]:
     for dep in deps:
         key = dep["key"].strip()
         if m := _IDENTIFIER.match(key):
-            wanted |= Q(task__task=m["task"], subtask__subtask=m["subtask"], org=m["org"])
+            wanted |= Q(
+                task__task=m["task"],
+                subtask__subtask=m["subtask"],
+                org=m["org"],
+                model_name=adapter.model_name,
+            )
         elif m := _UNIQUE_ID.match(key):
             wanted |= Q(org=m["org"], name=m["name"])
     candidates = list(
         active_adapters()
         .filter(wanted)
-        .values("org", "name", "task__task", "subtask__subtask", "model_name", "architecture_id")
+        .order_by("source_path")
+        .values("org", "name", "task__task", "subtask__subtask", "model_name", "architecture__name")
     )
     for dep in deps:
         key = dep["key"].strip()
@@ -251,13 +258,11 @@ def _dependencies(adapter: Adapter, api_root: str) -> list[dict]:
             same = [
                 c
                 for c in candidates
-                if (c["task__task"], c["subtask__subtask"], c["org"])
-                == (m["task"], m["subtask"], m["org"])
-                and c["model_name"] == adapter.model_name
+                if (c["task__task"], c["subtask__subtask"], c["org"], c["model_name"])
+                == (m["task"], m["subtask"], m["org"], adapter.model_name)
             ]
-            same_arch = [c for c in same if c["architecture_id"] == adapter.architecture_id]
-            pick = same_arch if len(same_arch) == 1 else same
-            match = pick[0] if len(pick) == 1 else None
+            pfeiffer = [c for c in same if c["architecture__name"] == "pfeiffer"]
+            match = (pfeiffer or same or [None])[-1 if pfeiffer else 0]
         elif m := _UNIQUE_ID.match(key):
             match = next(
                 (c for c in candidates if (c["org"], c["name"]) == (m["org"], m["name"])), None
