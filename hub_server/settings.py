@@ -7,6 +7,7 @@ PostgreSQL, CELERY_BROKER_URL and REDIS_URL to Redis, and DJANGO_DEBUG=0 with a 
 
 import json
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -45,6 +46,20 @@ ALLOWED_HOSTS = env_list(
     "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEBUG else []
 )
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS hardening (docs/operations.md): on by default when DEBUG is off; `check --deploy` is clean.
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (the compose nginx does), trust it.
+if env_bool("DJANGO_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes speak plain HTTP inside the network
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = os.environ.get("DJANGO_REFERRER_POLICY", "same-origin")
+X_FRAME_OPTIONS = "DENY"
 
 VAR_DIR = Path(os.environ.get("HUB_VAR_DIR", BASE_DIR / "var"))
 HUB_DATA_DIR = Path(os.environ.get("HUB_DATA_DIR", VAR_DIR / "hub-data"))
@@ -142,6 +157,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("HUB_SYNC_INTERVAL_SECONDS", 3600)),
     },
 }
+# Mirroring of linked adapter files; scheduled once its module exists, so beat never sends a task
+# that no worker knows.
+if find_spec("hub_server.catalog.mirror_tasks") is not None:
+    CELERY_BEAT_SCHEDULE["mirror-files"] = {
+        "task": "hub_server.catalog.mirror_tasks.mirror_files_task",
+        "schedule": float(env_int("HUB_MIRROR_INTERVAL_SECONDS", 21600)),
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
