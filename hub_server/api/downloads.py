@@ -72,11 +72,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise Unsatisfiable()
         return max(0, size - suffix), size - 1
     start = int(first)
-    end = size - 1 if last == "" else int(last)
-    if end < start:
+    if last != "" and int(last) < start:
         return None
     if start >= size:
         raise Unsatisfiable()
+    end = size - 1 if last == "" else int(last)
     return start, min(end, size - 1)
 
 
