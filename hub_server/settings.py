@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "hub_server.catalog",
     "hub_server.uploads",
+    "hub_server.accounts",
 ]
 
 MIDDLEWARE = [
@@ -156,6 +157,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "hub_server.catalog.tasks.sync_hub_task",
         "schedule": float(env_int("HUB_SYNC_INTERVAL_SECONDS", 3600)),
     },
+    "requeue-stuck-uploads": {
+        "task": "hub_server.uploads.tasks.requeue_stuck_uploads_task",
+        "schedule": 300.0,
+    },
 }
 # Mirroring of linked adapter files; scheduled once its module exists, so beat never sends a task
 # that no worker knows.
@@ -217,6 +222,10 @@ HUB_ACCEL_REDIRECT_PREFIX = os.environ.get("HUB_ACCEL_REDIRECT_PREFIX", "")
 HUB_PUBLIC_URL = os.environ.get("HUB_PUBLIC_URL", "").rstrip("/")
 
 REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "hub_server.accounts.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_THROTTLE_CLASSES": [
@@ -240,6 +249,18 @@ SPECTACULAR_SETTINGS = {
 }
 
 HUB_BASE_MODELS = json.loads(os.environ.get("HUB_BASE_MODELS") or "{}")
+
+# Contributor uploads (docs/uploads.md): caps on what a request stores and a worker validates.
+HUB_UPLOAD_MAX_BYTES = env_int("HUB_UPLOAD_MAX_BYTES", 512 * 1024**2)
+HUB_UPLOAD_MAX_FILES = env_int("HUB_UPLOAD_MAX_FILES", 16)
+HUB_UPLOAD_MAX_UNCOMPRESSED_BYTES = env_int("HUB_UPLOAD_MAX_UNCOMPRESSED_BYTES", 2 * 1024**3)
+HUB_UPLOAD_MAX_RATIO = float(os.environ.get("HUB_UPLOAD_MAX_RATIO") or 100)
+HUB_VALIDATION_TIME_LIMIT = env_int("HUB_VALIDATION_TIME_LIMIT", 600)
+# Where published cards are committed: a local git work tree (default: the demo repository).
+HUB_PUBLISH_REPO = os.environ.get("HUB_PUBLISH_REPO", "")
+# Empty: one branch per upload (upload/<id>); a name: commit there (the demo commits to main).
+HUB_PUBLISH_BRANCH = os.environ.get("HUB_PUBLISH_BRANCH", "")
+HUB_PUBLISH_REMOTE = os.environ.get("HUB_PUBLISH_REMOTE", "")
 
 LOGGING = {
     "version": 1,

@@ -7,7 +7,7 @@ what /healthz costs). Every route is wrapped in `json_errors`, and any other pat
 
 from importlib.util import find_spec
 
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from hub_server.api import views
@@ -47,6 +47,7 @@ urlpatterns = [
     path("models/", cached("models", views.ModelListView), name="model-list"),
     path("sync/", json_errors(views.SyncView.as_view()), name="sync"),
     path("sync/runs/", json_errors(views.SyncRunListView.as_view()), name="sync-run-list"),
+    path("", include("hub_server.uploads.urls")),
     path(
         "schema/",
         cached("schema", SpectacularAPIView, vary=origin_and_accept),

@@ -1,0 +1,1 @@
+"""Accounts: organisations that own adapters, their members, and API tokens."""

@@ -1,0 +1,48 @@
+"""DRF authentication by API token: `Authorization: Bearer ahub_...` (what huggingface_hub sends)
+or `Authorization: Token ahub_...`. `request.auth` is the ApiToken."""
+
+from __future__ import annotations
+
+from rest_framework import authentication, exceptions, permissions
+
+from hub_server.accounts.models import ApiToken
+from hub_server.accounts.services import authenticate_secret
+
+KEYWORDS = ("bearer", "token")
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].decode("latin-1").lower() not in KEYWORDS:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Invalid Authorization header: expected 'Bearer <token>'."
+            )
+        try:
+            secret = header[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token: not ASCII.") from None
+        token = authenticate_secret(secret)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
+        return token.user, token
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'
+
+
+class TokenScopePermission(permissions.BasePermission):
+    """Authenticated; a token needs the write scope for anything but reads. A signed-in session
+    (the web UI) acts with the user's full rights."""
+
+    message = "This API token is read-only; create a token with the write scope."
+
+    def has_permission(self, request, view) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            return False
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        token = request.auth
+        return not isinstance(token, ApiToken) or token.can_write

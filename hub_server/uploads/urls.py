@@ -1,0 +1,7 @@
+"""Contributor routes under /api/v1/: API tokens and uploads."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("hub_server.accounts.urls")),
+]
