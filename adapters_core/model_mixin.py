@@ -72,6 +72,32 @@ class ModelAdaptersConfig:
         self.active_flat = frozenset(setup.flatten() if setup is not None else ())
         self.skip_layers = list(skip_layers) if skip_layers else None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``adapters`` block a full ``save_pretrained`` writes into config.json."""
+        from .configuration import get_adapter_config_hash
+
+        config_map: dict[str, Any] = {}
+        adapters: dict[str, str] = {}
+        for name, cfg in self.adapters.items():
+            key = get_adapter_config_hash(cfg)
+            config_map[key] = cfg.to_dict()
+            adapters[name] = key
+        fusion_map: dict[str, Any] = {}
+        fusions: dict[str, str] = {}
+        names: dict[str, list[str]] = {}
+        for name, (fused, cfg) in self.fusions.items():
+            key = get_adapter_config_hash(cfg)
+            fusion_map[key] = cfg.to_dict()
+            fusions[name] = key
+            names[name] = list(fused)
+        return {
+            "adapters": adapters,
+            "config_map": config_map,
+            "fusions": fusions,
+            "fusion_config_map": fusion_map,
+            "fusion_name_map": names,
+        }
+
     def current_setup(self) -> AdapterCompositionBlock | None:
         ctx = AdapterSetup.get_context()
         return ctx.adapter_setup if ctx is not None else self.active_setup
@@ -241,6 +267,24 @@ class ModelAdaptersMixin:
         for method in METHODS:
             method.delete_fusion(self.adapter_base_model, self.adapters_spec, fusion_name)
         del self.adapters_config.fusions[fusion_name]
+
+    def _restore_adapters_from_config(self) -> None:
+        """Re-create the adapters and fusions listed in ``config.adapters`` (full checkpoints)."""
+        data = getattr(self.config, "adapters", None)  # type: ignore[attr-defined]
+        if not isinstance(data, Mapping):
+            return
+        config_map = data.get("config_map", {})
+        for name, key in data.get("adapters", {}).items():
+            if name not in self.adapters_config.adapters:
+                self.add_adapter(name, config_map.get(key, key))
+        fusion_map = data.get("fusion_config_map", {})
+        for name, key in data.get("fusions", {}).items():
+            fused = data.get("fusion_name_map", {}).get(name) or name.split(",")
+            if name not in self.adapters_config.fusions:
+                self.add_adapter_fusion(
+                    Fuse(*fused, name=name if name != ",".join(fused) else None),
+                    fusion_map.get(key),
+                )
 
     def has_adapters(self) -> bool:
         return bool(self.adapters_config.adapters)

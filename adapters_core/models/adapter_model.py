@@ -30,6 +30,39 @@ class AdapterModelBase(ModelWithFlexibleHeadsMixin):
         self._init_heads()
         self.post_init()  # type: ignore[attr-defined]
         self._init_adapters(spec)
+        # a full checkpoint lists its adapters and heads in config.json: rebuild them so that
+        # from_pretrained fills their weights
+        self._restore_adapters_from_config()
+        self._restore_heads_from_config()
+
+    def _restore_heads_from_config(self) -> None:
+        from ..heads import HEAD_TYPES
+
+        for name, head_config in (getattr(self.config, "prediction_heads", None) or {}).items():
+            if name in self.heads:
+                continue
+            kwargs = dict(head_config)
+            head_type = kwargs.pop("head_type")
+            label2id = kwargs.pop("label2id", None)
+            if label2id:
+                kwargs["id2label"] = {int(i): label for label, i in label2id.items()}
+            head = HEAD_TYPES[head_type](self.config, name, **kwargs)
+            self.add_prediction_head(head, overwrite_ok=True, set_active=False)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """Save the whole model; config.json lists its adapters and heads (as the reference)."""
+        self.config.adapters = self.adapters_config.to_dict()
+        self.config.prediction_heads = {n: dict(h.config) for n, h in self.heads.items()}
+        if kwargs.get("state_dict") is None:
+            # LM heads share their projection with the input embeddings; write a copy
+            state, seen = self.state_dict(), set()
+            for key, tensor in state.items():
+                ptr = tensor.untyped_storage().data_ptr()
+                if ptr in seen and key.startswith("heads."):
+                    state[key] = tensor.clone()
+                seen.add(ptr)
+            kwargs["state_dict"] = state
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.adapter_base_model.get_input_embeddings()
