@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+
+import yaml
+from rest_framework import serializers
+
+from hub_server.uploads.models import Upload
+
+
+class CardField(serializers.Field):
+    """The card fields as a JSON or YAML object (a string in a multipart form, or an object)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data) if data.strip().startswith("{") else yaml.safe_load(data)
+            except (ValueError, yaml.YAMLError) as exc:
+                raise serializers.ValidationError(f"not JSON or YAML: {exc}") from None
+        if data in (None, ""):
+            return {}
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("must be an object of card fields")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class UploadRequestSerializer(serializers.Serializer):
+    archive = serializers.FileField(required=False, help_text="zip of the adapter folder")
+    files = serializers.ListField(
+        child=serializers.FileField(), required=False, help_text="or the folder's files"
+    )
+    task = serializers.CharField(max_length=100)
+    subtask = serializers.CharField(max_length=100)
+    type = serializers.CharField(max_length=50, default="text_task")
+    org = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    version = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
+    card = CardField(required=False)
+
+    def validate(self, attrs):
+        if not attrs.get("archive") and not attrs.get("files"):
+            raise serializers.ValidationError(
+                {"archive": ["upload a zip of the adapter folder as `archive` (or its files)"]}
+            )
+        return attrs
+
+
+class UploadSerializer(serializers.ModelSerializer):
+    org = serializers.CharField(source="organisation.name")
+    user = serializers.CharField(source="user.username", default=None)
+    adapter = serializers.SerializerMethodField()
+    status_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Upload
+        fields = [
+            "id",
+            "status",
+            "status_url",
+            "user",
+            "org",
+            "type",
+            "task",
+            "subtask",
+            "name",
+            "version",
+            "card",
+            "filename",
+            "archive_size",
+            "archive_sha256",
+            "message",
+            "report",
+            "attempts",
+            "adapter",
+            "git_branch",
+            "git_commit",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+    def get_status_url(self, upload) -> str:
+        request = self.context.get("request")
+        path = f"/api/v1/uploads/{upload.pk}/"
+        return request.build_absolute_uri(path) if request else path
+
+    def get_adapter(self, upload) -> dict | None:
+        version = upload.adapter_version
+        if version is None:
+            return None
+        adapter = version.adapter
+        return {
+            "id": adapter.unique_id,
+            "identifier": adapter.identifier,
+            "org": adapter.org,
+            "name": adapter.name,
+            "version": version.version,
+            "status": adapter.status,
+            "sha256": version.sha256,
+            "download_url": version.url,
+        }

@@ -1,0 +1,329 @@
+"""Writes of the upload workflow. Every upload path (the API, the web form, the CLI through the API,
+the demo loader) calls `create_upload`; the Celery task calls `validate_upload`.
+
+The request only stores the bytes (streamed, capped) and the card and queues the validation once
+its transaction commits. The validation runs the checks of checks.py, then publishes: files into
+storage and rows into the catalogue (publishing.publish_adapter_folder), and the card into the Hub
+git repository (hubrepo), recording the card's path and blob on the row so that the next sync of
+that repository finds it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from hub_server import storage
+from hub_server.accounts import services as accounts
+from hub_server.accounts.models import Membership, Organisation
+from hub_server.catalog import hubformat
+from hub_server.catalog.models import Adapter
+from hub_server.uploads import checks, hubrepo
+from hub_server.uploads.models import Upload
+from hub_server.uploads.publishing import (
+    CARD_FIELDS,
+    PublishError,
+    card_path,
+    publish_adapter_folder,
+    render_card_yaml,
+)
+
+log = logging.getLogger(__name__)
+
+CARD_KEYS = {*CARD_FIELDS, "model_name", "model_class", "version_description", "score"}
+# A redelivered validation that was interrupted this many times is rejected (a poison upload
+# that kills its worker must not take the queue down with it).
+MAX_ATTEMPTS = 3
+
+
+class UploadRefused(ValueError):
+    """The request cannot become an upload; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+def resolve_organisation(user, org: str | None) -> Organisation:
+    if not org:
+        try:
+            return accounts.ensure_personal_organisation(user)
+        except accounts.AccountError as exc:
+            raise UploadRefused(str(exc), 403, "org") from None
+    organisation = Organisation.objects.filter(name=org).first()
+    if (
+        organisation is None
+        or not Membership.objects.filter(user=user, organisation=organisation).exists()
+    ):
+        raise UploadRefused(
+            f"you are not a member of organisation {org!r}: you can publish only for your own "
+            "organisations",
+            403,
+            "org",
+        )
+    return organisation
+
+
+def clean_card(card: dict[str, Any] | None) -> dict[str, Any]:
+    card = dict(card or {})
+    unknown = sorted(set(card) - CARD_KEYS)
+    if unknown:
+        raise UploadRefused(
+            f"unknown card field(s) {unknown}; allowed: {sorted(CARD_KEYS)}", 400, "card"
+        )
+    return {k: v for k, v in card.items() if v not in (None, "")}
+
+
+def create_upload(
+    *,
+    user,
+    archive: BinaryIO,
+    task: str,
+    subtask: str,
+    type: str = "text_task",
+    org: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    card: dict[str, Any] | None = None,
+    filename: str = "",
+) -> Upload:
+    """Store an upload (a zip of an adapter folder: a Django UploadedFile or any binary file
+    object) and queue its validation; return it in status pending."""
+    for field, value in (("task", task), ("subtask", subtask), ("type", type)):
+        if not value or not str(value).strip():
+            raise UploadRefused(f"{field} is required", 400, field)
+    organisation = resolve_organisation(user, org)
+    card = clean_card(card)
+    try:
+        blob = storage.store_stream(archive, max_size=settings.HUB_UPLOAD_MAX_BYTES)
+    except storage.TooLargeError:
+        raise UploadRefused(
+            f"the upload is larger than HUB_UPLOAD_MAX_BYTES ({settings.HUB_UPLOAD_MAX_BYTES} "
+            "bytes)",
+            413,
+            "archive",
+        ) from None
+    with transaction.atomic():
+        upload = Upload.objects.create(
+            user=user,
+            organisation=organisation,
+            type=type.strip(),
+            task=task.strip(),
+            subtask=subtask.strip(),
+            name=(name or "").strip(),
+            version=(version or "").strip(),
+            card=card,
+            archive_key=blob.key,
+            archive_sha256=blob.sha256,
+            archive_size=blob.size,
+            filename=(filename or "")[:255],
+        )
+        queue_validation(upload.pk)
+    return upload
+
+
+def queue_validation(upload_id: int) -> None:
+    """Send the validation task once the current transaction commits (in-process when eager)."""
+    from hub_server.uploads.tasks import validate_upload_task
+
+    transaction.on_commit(lambda: validate_upload_task.delay(upload_id))
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _claim(upload_id: int) -> Upload | None:
+    """Mark the upload validating (one more attempt); None when it is already final."""
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().filter(pk=upload_id).first()
+        if upload is None or upload.is_final:
+            return None
+        upload.status = Upload.Status.VALIDATING
+        upload.started_at = timezone.now()
+        upload.attempts += 1
+        upload.save(update_fields=["status", "started_at", "attempts"])
+        return upload
+
+
+def _finish(upload: Upload, status: str, report: list[dict], message: str, **fields) -> Upload:
+    upload.status = status
+    upload.report = report
+    upload.message = message
+    upload.finished_at = timezone.now()
+    for key, value in fields.items():
+        setattr(upload, key, value)
+    upload.save()
+    return upload
+
+
+def validate_upload(upload_id: int) -> Upload | None:
+    """Run the checks and publish, or reject with the report. Safe to run twice: a final upload
+    is left as it is, and an interrupted one is validated again from the start."""
+    upload = _claim(upload_id)
+    if upload is None:
+        return Upload.objects.filter(pk=upload_id).first()
+    if upload.attempts > MAX_ATTEMPTS:
+        report = [checks.skipped(name) for name in checks.CHECK_NAMES]
+        return _finish(
+            upload,
+            Upload.Status.REJECTED,
+            report,
+            f"validation was interrupted {MAX_ATTEMPTS} times (the worker died or ran out of "
+            "time each time); rejected",
+        )
+    with tempfile.TemporaryDirectory(prefix=f"hub-upload-{upload.pk}-") as tmp:
+        workdir = Path(tmp)
+        archive = storage.fetch_to_path(upload.archive_key, workdir / "upload.zip")
+        validation = checks.Validation(
+            archive_path=Path(archive),
+            workdir=workdir,
+            type=upload.type,
+            task=upload.task,
+            subtask=upload.subtask,
+            org=upload.organisation.name,
+            name=upload.name or None,
+            version=upload.version or None,
+            card_extra=dict(upload.card),
+        )
+        ok, report = checks.run_checks(validation)
+        if not ok:
+            failed = next(entry for entry in report if entry["ok"] is False)
+            return _finish(
+                upload,
+                Upload.Status.REJECTED,
+                report,
+                f"{failed['name']}: {failed['message']}",
+                name=validation.name or upload.name,
+            )
+        started = time.perf_counter()
+        try:
+            version, committed = publish_validated(upload, validation)
+        except (PublishError, hubrepo.HubRepositoryError) as exc:
+            report.append(checks.report_entry("publish", False, str(exc), started))
+            return _finish(upload, Upload.Status.REJECTED, report, f"publish: {exc}")
+    adapter = version.adapter
+    message = (
+        f"published {adapter.unique_id} version {version.version} ({adapter.identifier}); card "
+        f"{card_path(adapter)} on branch {committed.branch} at {committed.commit[:12]}"
+    )
+    report.append(checks.report_entry("publish", True, message, started))
+    return _finish(
+        upload,
+        Upload.Status.PUBLISHED,
+        report,
+        message,
+        name=adapter.name,
+        version=version.version,
+        adapter_version=version,
+        git_branch=committed.branch,
+        git_commit=committed.commit,
+    )
+
+
+def publish_validated(upload: Upload, v: checks.Validation):
+    """Storage and catalogue (one transaction, which also covers the git commit: if git fails,
+    no row says the adapter exists)."""
+    extra = dict(upload.card)
+    extra.setdefault("author", upload.organisation.name)
+    if upload.user and upload.user.email:
+        extra.setdefault("email", upload.user.email)
+    with transaction.atomic():
+        version = publish_adapter_folder(
+            v.folder,
+            task=upload.task,
+            subtask=upload.subtask,
+            org=upload.organisation.name,
+            name=v.name,
+            version=upload.version or None,
+            type=upload.type,
+            card_extra=extra,
+        )
+        adapter = Adapter.objects.select_for_update().get(pk=version.adapter_id)
+        content = render_card_yaml(adapter)
+        path = card_path(adapter)
+        user = upload.user
+        author = (
+            (user.username, user.email or f"{user.username}@users.adapterhub.invalid")
+            if user
+            else ("AdapterHub", "hub@adapterhub.invalid")
+        )
+        committed = hubrepo.commit_card(
+            hubrepo.publish_repository(),
+            hubrepo.publish_branch(upload.pk),
+            path,
+            content,
+            f"Publish {adapter.unique_id} version {version.version} (upload {upload.pk})",
+            author,
+        )
+        record_card_source(adapter, path, content, committed.blob)
+    return version, committed
+
+
+def record_card_source(adapter: Adapter, path: str, content: str, blob: str) -> None:
+    """What a sync of the card would write, so the next sync counts the card unchanged."""
+    parsed = hubformat.parse_file(path, content.encode("utf-8"))
+    adapter.source_path = path
+    adapter.source_blob = blob
+    adapter.warnings = [w.as_dict() for w in parsed.warnings]
+    adapter.author = parsed.data.get("author") or adapter.author
+    adapter.save(update_fields=["source_path", "source_blob", "warnings", "author"])
+
+
+# -- moderation and recovery ---------------------------------------------------------------------
+
+
+def requeue_stuck_uploads(older_than: timedelta | None = None) -> list[int]:
+    """Queue again the uploads left validating (a worker died past the redelivery) or pending
+    (the queue lost the message) for longer than the validation time limit."""
+    older_than = older_than or timedelta(seconds=settings.HUB_VALIDATION_TIME_LIMIT + 60)
+    cutoff = timezone.now() - older_than
+    stuck = list(
+        Upload.objects.filter(status=Upload.Status.VALIDATING, started_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    ) + list(
+        Upload.objects.filter(status=Upload.Status.PENDING, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for pk in stuck:
+        log.warning("re-queueing upload %s, stuck since before %s", pk, cutoff)
+        queue_validation(pk)
+    return stuck
+
+
+def revalidate_upload(upload: Upload) -> None:
+    """A moderator's re-run: back to pending, validated again."""
+    with transaction.atomic():
+        Upload.objects.filter(pk=upload.pk).update(
+            status=Upload.Status.PENDING, attempts=0, report=[], message="", finished_at=None
+        )
+        queue_validation(upload.pk)
+
+
+def yank_adapter(adapter: Adapter) -> None:
+    """Unpublish: hidden from search, still downloadable by exact version (with a warning)."""
+    from hub_server.catalog.signals import catalog_changed
+
+    if adapter.status != Adapter.Status.YANKED:
+        adapter.status = Adapter.Status.YANKED
+        adapter.save(update_fields=["status", "updated_at"])
+        transaction.on_commit(lambda: catalog_changed.send(sender=Adapter, adapter=adapter))
+
+
+def delete_upload(upload: Upload) -> None:
+    """Delete the upload record; its stored bytes stay (content-addressed, maybe shared)."""
+    upload.delete()
+
+
+def default_user(username: str):
+    return accounts.get_or_create_user(username)

@@ -1,0 +1,23 @@
+"""Celery tasks of the upload workflow: three lines each, calling a service, safe to run twice."""
+
+from celery import shared_task
+from django.conf import settings
+
+from hub_server.uploads import services
+
+
+@shared_task(
+    name="hub_server.uploads.tasks.validate_upload_task",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=settings.HUB_VALIDATION_TIME_LIMIT,
+    soft_time_limit=max(settings.HUB_VALIDATION_TIME_LIMIT - 30, 10),
+)
+def validate_upload_task(upload_id: int) -> str | None:
+    upload = services.validate_upload(upload_id)
+    return upload.status if upload else None
+
+
+@shared_task(name="hub_server.uploads.tasks.requeue_stuck_uploads_task")
+def requeue_stuck_uploads_task() -> list[int]:
+    return services.requeue_stuck_uploads()
