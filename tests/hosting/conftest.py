@@ -35,6 +35,19 @@ def adapter_files(tmp_path, settings) -> Path:
     return location
 
 
+@pytest.fixture(autouse=True)
+def short_lived_db_connections():
+    """Live-server threads close their database connection after each request, so keep-alive
+    HTTP connections of a client do not keep sessions open on the test database."""
+    from django.db import connections
+
+    config = connections.settings["default"]
+    previous = config.get("CONN_MAX_AGE")
+    config["CONN_MAX_AGE"] = 0
+    yield
+    config["CONN_MAX_AGE"] = previous
+
+
 def _load(path: Path) -> dict:
     parsed = hubformat.parse_file(str(path.relative_to(DEMO_HUB)), path.read_bytes())
     assert not parsed.errors, parsed.errors
