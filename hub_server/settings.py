@@ -152,6 +152,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message a dead worker never acknowledged goes back to the queue after this many seconds (Redis);
+# longer than the longest task, or a running task would be delivered twice.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int(
+        "HUB_BROKER_VISIBILITY_TIMEOUT", env_int("HUB_VALIDATION_TIME_LIMIT", 600) + 300
+    )
+}
 CELERY_BEAT_SCHEDULE = {
     "sync-hub": {
         "task": "hub_server.catalog.tasks.sync_hub_task",
