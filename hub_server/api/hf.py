@@ -22,7 +22,13 @@ from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from hub_server.api.downloads import Body, content_disposition, count_download, serve_body
+from hub_server.api.downloads import (
+    Body,
+    archive_sha256,
+    content_disposition,
+    count_download,
+    serve_body,
+)
 from hub_server.catalog.models import Adapter, AdapterVersion
 from hub_server.uploads.models import VersionFile
 
@@ -155,7 +161,7 @@ def render_readme(adapter: Adapter, version: AdapterVersion, metadata: dict) -> 
         "```",
         "",
         f"AdapterHub identifier: `{adapter.identifier}`, version `{version.version}` "
-        f"(archive sha256 `{version.sha256}`).",
+        f"(archive sha256 `{archive_sha256(version)}`).",
     ]
     if adapter.description:
         lines += ["", "## Description", "", adapter.description.strip()]
@@ -202,7 +208,14 @@ def build_revision(adapter: Adapter, version: AdapterVersion) -> Revision:
     files.append(RepoFile("README.md", len(readme), readme_sha, git_blob_oid(readme), data=readme))
     files.sort(key=lambda f: f.path)
     seed = "\0".join(
-        ["adapterhub-hf", adapter.org, adapter.name, version.version, version.sha256, readme_sha]
+        [
+            "adapterhub-hf",
+            adapter.org,
+            adapter.name,
+            version.version,
+            archive_sha256(version),
+            readme_sha,
+        ]
     )
     sha = hashlib.sha1(seed.encode()).hexdigest()
     return Revision(adapter, version, sha, metadata, files)

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from hub_server.catalog.mirror_tasks import mirror_files_task  # noqa: F401 - so Celery finds it
 from hub_server.catalog.sync import sync_hub_repository
 
 
