@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "hub_server.catalog",
     "hub_server.uploads",
     "hub_server.accounts",
+    "frontend",
 ]
 
 MIDDLEWARE = [
@@ -176,6 +177,11 @@ if find_spec("hub_server.catalog.mirror_tasks") is not None:
         "task": "hub_server.catalog.mirror_tasks.mirror_files_task",
         "schedule": float(env_int("HUB_MIRROR_INTERVAL_SECONDS", 21600)),
     }
+
+# The pages' sign-in (frontend/urls.py, Django's auth views).
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "my-adapters"
+LOGOUT_REDIRECT_URL = "home"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -12,4 +12,5 @@ urlpatterns = [
     path("api/v1/", include("hub_server.api.urls")),
     path("dist/v2/", include("hub_server.api.dist_urls")),
     path("hf/", include("hub_server.api.hf_urls")),
+    path("", include("frontend.urls")),
 ]

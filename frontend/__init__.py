@@ -1,0 +1,1 @@
+"""The Explore UI: server-rendered pages over the catalogue, with small progressive JavaScript."""
