@@ -197,10 +197,20 @@ class ModelAdaptersMixin:
             self.set_active_adapters(adapter_name)
 
     def _move_new_modules(self) -> None:
+        # new modules follow the base model's device and (floating) dtype
         param = next(iter(self.adapter_base_model.parameters()), None)  # type: ignore[attr-defined]
         if param is not None and param.device.type != "meta":
+            dtype = param.dtype if param.dtype.is_floating_point else None
             for module in self._adapter_containers():
-                module.to(device=param.device)
+                module.to(device=param.device, dtype=dtype)
+
+    def adapter_to(
+        self, name: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        """Move (and/or cast) the modules of adapter ``name``."""
+        for modules in self.get_adapter(name).values():
+            for module in modules.values():
+                module.to(device=device, dtype=dtype)
 
     def _adapter_containers(self) -> list[nn.Module]:
         base = self.adapter_base_model

@@ -41,6 +41,10 @@ class AdapterTrainer(Trainer):
         if model.active_adapters is None:
             raise AdapterError("No active adapter: call model.train_adapter(name) before training.")
         super().__init__(model=model, args=args, **kwargs)
+        # our heads compute the loss themselves; let the Trainer scale it for accumulation
+        self.model_accepts_loss_kwargs = False
+        if self.args.label_names is None:
+            self.label_names = _label_names(model)
 
     @property
     def _trains_fusion(self) -> bool:
@@ -89,6 +93,16 @@ class AdapterTrainer(Trainer):
     def _load_best_model(self) -> None:
         if self.state.best_model_checkpoint:
             self._reload(self.state.best_model_checkpoint)
+
+
+def _label_names(model: Any) -> list[str]:
+    """The label arguments of the active head (QA heads take start/end positions)."""
+    heads = getattr(model, "heads", None)
+    active = getattr(model, "active_head", None)
+    if heads is not None and isinstance(active, str) and active in heads:
+        if heads[active].config.get("head_type") == "question_answering":
+            return ["start_positions", "end_positions"]
+    return ["labels"]
 
 
 def train_adapter_quick(

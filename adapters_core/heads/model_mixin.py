@@ -50,7 +50,8 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
             )
         param = next(iter(self.adapter_base_model.parameters()), None)
         if param is not None and param.device.type != "meta":
-            head.to(param.device)
+            dtype = param.dtype if param.dtype.is_floating_point else None
+            head.to(device=param.device, dtype=dtype)
         head.train(self.training)  # type: ignore[attr-defined]
         self.heads[head.name] = head
         if isinstance(head, CausalLMHead) and getattr(self.config, "tie_word_embeddings", True):  # type: ignore[attr-defined]

@@ -94,6 +94,7 @@ class AdapterModelBase(ModelWithFlexibleHeadsMixin):
         }
         base_kwargs = {k: v for k, v in base_kwargs.items() if v is not None}
         kwargs.pop("return_dict", None)
+        kwargs.pop("num_items_in_batch", None)
         want_context = output_adapter_gating_scores or output_adapter_fusion_attentions
         context = ForwardContext(output_adapter_fusion_attentions, output_adapter_gating_scores)
         if want_context:

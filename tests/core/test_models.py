@@ -203,3 +203,17 @@ def test_eval_and_train_mode_follow_model(tiny_bert_adapter_model) -> None:
     assert model.bert.encoder.layer[0].output.adapters["a"].training
     model.eval()
     assert not model.bert.encoder.layer[0].output.adapters["a"].training
+
+
+def test_adapters_follow_base_dtype() -> None:
+    model = BertAdapterModel(tiny_bert_config()).to(torch.bfloat16).eval()
+    model.add_adapter("a", config="seq_bn_inv")
+    model.add_classification_head("a")
+    model.set_active_adapters("a")
+    assert (
+        model.bert.encoder.layer[0].output.adapters["a"].adapter_up.weight.dtype == torch.bfloat16
+    )
+    with torch.no_grad():
+        assert model(**tiny_inputs()).logits.dtype == torch.bfloat16
+    model.adapter_to("a", dtype=torch.float32)
+    assert model.bert.invertible_adapters["a"].F[0].weight.dtype == torch.float32
