@@ -8,10 +8,11 @@ from django.urls import reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import BasicAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from hub_server.api import selectors, serializers
@@ -193,7 +194,11 @@ class SyncView(ApiViewMixin, APIView):
     """Queue a sync of the Hub repository: staff users, or a push webhook signed with
     HMAC-SHA256 of the raw body (`X-Hub-Signature-256: sha256=<hex>`, secret HUB_WEBHOOK_SECRET)."""
 
-    authentication_classes = [SessionAuthentication, BasicAuthentication]
+    # The configured ones (API tokens, sessions) plus Basic, for scripts of staff users.
+    authentication_classes = [
+        *[c for c in api_settings.DEFAULT_AUTHENTICATION_CLASSES if c is not BasicAuthentication],
+        BasicAuthentication,
+    ]
     permission_classes = [IsStaffOrSignedWebhook]
 
     @extend_schema(

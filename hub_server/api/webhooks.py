@@ -35,6 +35,8 @@ class IsStaffOrSignedWebhook(BasePermission):
     def has_permission(self, request, view) -> bool:
         user = request.user
         if user and user.is_authenticated and user.is_staff:
+            if getattr(request.auth, "can_write", True) is False:
+                raise PermissionDenied("This API token is read-only; a sync needs the write scope.")
             request.signed_webhook = False
             return True
         header = request.headers.get(SIGNATURE_HEADER, "")

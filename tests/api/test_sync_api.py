@@ -116,6 +116,19 @@ def test_staff_session_login_queues_a_sync(client, queued):
     assert queued == [False]
 
 
+def test_staff_api_token_with_write_scope_queues_a_sync(client, queued):
+    from hub_server.accounts.services import create_token
+
+    staff = User.objects.create_user("root", password="pw", is_staff=True)
+    _, read_secret = create_token(staff, scope="read")
+    _, write_secret = create_token(staff, scope="write")
+    response = post(client, b"{}", Authorization=f"Bearer {read_secret}")
+    assert response.status_code == 403 and "read-only" in response.json()["detail"]
+    assert post(client, b"{}", Authorization=f"Bearer {write_secret}").status_code == 202
+    assert post(client, b"{}", Authorization="Bearer ahub_nonsense").status_code == 401
+    assert queued == [False]
+
+
 def test_eager_sync_runs_and_reports_its_run(client, settings, catalog):
     """No broker: the queued task runs in the request, and the answer names the finished run."""
     settings.HUB_WEBHOOK_SECRET = SECRET
