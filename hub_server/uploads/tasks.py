@@ -1,6 +1,7 @@
 """Celery tasks of the upload workflow: three lines each, calling a service, safe to run twice."""
 
 from celery import shared_task
+from celery.signals import worker_init
 from django.conf import settings
 
 from hub_server.uploads import services
@@ -21,3 +22,12 @@ def validate_upload_task(upload_id: int) -> str | None:
 @shared_task(name="hub_server.uploads.tasks.requeue_stuck_uploads_task")
 def requeue_stuck_uploads_task() -> list[int]:
     return services.requeue_stuck_uploads()
+
+
+@worker_init.connect
+def _warm_imports(**kwargs) -> None:
+    # torch and transformers take seconds to import: pay that when the worker starts, not in the
+    # first upload's validation.
+    import transformers  # noqa: F401
+
+    import adapters_core  # noqa: F401

@@ -1,0 +1,106 @@
+"""A real Celery worker process for the end-to-end tests: Redis broker, a queue of its own, the
+pytest-django test database, the test's data and file dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+from tests.conftest import ROOT
+
+BROKER_URL = os.environ.get("HUB_TEST_BROKER_URL", "redis://127.0.0.1:6379/11")
+
+
+class Worker:
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None):
+        self.queue = f"uploads-test-{uuid.uuid4().hex[:12]}"
+        self.log = tmp_path / f"worker-{self.queue}.log"
+        db = connection.settings_dict
+        database_url = (
+            f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+            f"{db['PORT'] or 5432}/{db['NAME']}"
+        )
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DB_CONN_MAX_AGE": "0",
+            "CELERY_BROKER_URL": BROKER_URL,
+            "HUB_DATA_DIR": str(settings.HUB_DATA_DIR),
+            "HUB_FILES_DIR": str(settings.STORAGES["adapter_files"]["OPTIONS"]["location"]),
+            "HUB_BASE_MODELS": json.dumps(settings.HUB_BASE_MODELS),
+            "HUB_PUBLIC_URL": "",
+            "HUB_PUBLISH_REPO": settings.HUB_PUBLISH_REPO,
+            "HUB_PUBLISH_BRANCH": settings.HUB_PUBLISH_BRANCH,
+            "PYTHONPATH": str(ROOT),
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> Worker:
+        cmd = [
+            str(ROOT / ".venv" / "bin" / "celery"), "-A", "hub_server", "worker", "-P", "solo",
+            "-Q", self.queue, "-l", "info", "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "-n", f"{self.queue}-{time.monotonic_ns()}@%h",
+        ]  # fmt: skip
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=out)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.output()}")
+            if b" ready." in self.log.read_bytes()[offset:]:
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def flush(self) -> None:
+        """Remove this run's queue (and its unacked bookkeeping) from Redis."""
+        client = redis.Redis.from_url(BROKER_URL)
+        client.delete(self.queue)
+        for key in client.scan_iter("_kombu.binding.*"):
+            client.srem(
+                key, *[m for m in client.smembers(key) if self.queue.encode() in m] or [b""]
+            )
+
+
+def use_broker(queue: str):
+    """Point this process's Celery app (the live server's producer) at Redis and the queue."""
+    from hub_server.celery import app
+
+    saved = {k: app.conf.get(k) for k in ("broker_url", "task_always_eager", "task_default_queue")}
+    app.conf.update(broker_url=BROKER_URL, task_always_eager=False, task_default_queue=queue)
+    app._pool = None
+    return saved
+
+
+def restore_broker(saved: dict) -> None:
+    from hub_server.celery import app
+
+    app.conf.update(saved)
+    app._pool = None
