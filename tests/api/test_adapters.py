@@ -218,6 +218,17 @@ def test_query_count_does_not_grow_with_page_size(client, params, django_assert_
         client.get(LIST, {**params, "page_size": 49})
 
 
+def test_fast_list_items_equal_the_declared_fields():
+    from rest_framework import serializers
+
+    from hub_server.api import selectors
+    from hub_server.api.serializers import AdapterListItemSerializer
+
+    item = AdapterListItemSerializer(context={"api_root": "http://hub/api/v1/"})
+    for row in selectors.adapter_rows()[:50]:
+        assert item.to_representation(row) == serializers.Serializer.to_representation(item, row)
+
+
 def test_withdrawn_and_yanked_adapters_are_hidden(client):
     Adapter.objects.filter(org="ukp", name="bert-base-uncased_sentiment_sst-2_pfeiffer").update(
         status=Adapter.Status.WITHDRAWN
