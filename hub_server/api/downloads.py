@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.http import (
     HttpRequest,
@@ -174,8 +175,9 @@ def _stream(
 
 
 def count_download(version: AdapterVersion) -> None:
-    AdapterVersion.objects.filter(pk=version.pk).update(downloads=F("downloads") + 1)
-    Adapter.objects.filter(pk=version.adapter_id).update(downloads=F("downloads") + 1)
+    with transaction.atomic():
+        AdapterVersion.objects.filter(pk=version.pk).update(downloads=F("downloads") + 1)
+        Adapter.objects.filter(pk=version.adapter_id).update(downloads=F("downloads") + 1)
 
 
 def json_error(status: int, detail: str, **extra) -> JsonResponse:

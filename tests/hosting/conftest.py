@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,6 +47,17 @@ def short_lived_db_connections():
     config["CONN_MAX_AGE"] = 0
     yield
     config["CONN_MAX_AGE"] = previous
+
+
+def eventually(read, expected, seconds: float = 5.0):
+    """`read()` once it equals `expected` (or its last value after `seconds`): a download is
+    counted just after the server wrote its last chunk, which can be after the client read it."""
+    deadline = time.monotonic() + seconds
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value
 
 
 def _load(path: Path) -> dict:

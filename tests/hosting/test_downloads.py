@@ -7,7 +7,7 @@ import requests
 
 from hub_server.catalog.models import Adapter, AdapterVersion
 from hub_server.uploads.publishing import publish_adapter_folder
-from tests.hosting.conftest import ORG, SUBTASK, TASK
+from tests.hosting.conftest import ORG, SUBTASK, TASK, eventually
 
 
 @pytest.fixture
@@ -143,4 +143,4 @@ def test_concurrent_downloads_are_each_counted_once(live_server, hosted):
     for thread in threads:
         thread.join()
     assert not errors, errors
-    assert counts(hosted) == (24, 24)
+    assert eventually(lambda: counts(hosted), (24, 24)) == (24, 24)

@@ -20,7 +20,7 @@ from hub_server import storage
 from hub_server.catalog.models import Adapter, AdapterVersion
 from hub_server.uploads.models import VersionFile
 from hub_server.uploads.publishing import publish_adapter_folder
-from tests.hosting.conftest import ORG, SUBTASK, TASK
+from tests.hosting.conftest import ORG, SUBTASK, TASK, eventually
 
 REPO = f"{ORG}/tiny-bert_sentiment_sst-2_pfeiffer"
 MEMBERS = [
@@ -81,7 +81,7 @@ def test_snapshot_download(repo, endpoint, tmp_path):
     )
     # one download per snapshot: the fetch of adapter_config.json (version 1 has the same
     # adapter_config.json, a blob already in the cache, so the client did not fetch it again)
-    assert AdapterVersion.objects.get(pk=second.pk).downloads == 1
+    assert eventually(lambda: AdapterVersion.objects.get(pk=second.pk).downloads, 1) == 1
     assert AdapterVersion.objects.get(pk=first.pk).downloads == 0
 
 
