@@ -10,19 +10,69 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import BasePagination, PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 
 class CatalogPageNumberPagination(PageNumberPagination):
+    """Page numbers with a total `count`. The page is read first (one row more than it shows):
+    a page that holds the last row knows the count without a COUNT query, so a filtered list
+    that fits one page costs one query."""
+
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
 
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        size = self.get_page_size(request)
+        raw = request.query_params.get(self.page_query_param) or "1"
+        try:
+            number = int(raw)
+            if number < 1:
+                raise ValueError
+        except ValueError:
+            raise NotFound(f"Invalid page {raw!r}: pages are numbered from 1.") from None
+        offset = (number - 1) * size
+        rows = list(queryset[offset : offset + size + 1])
+        if not rows and number > 1:
+            raise NotFound(f"Invalid page {number}: that page contains no results.")
+        if len(rows) > size:
+            self.count = queryset.count()
+            rows = rows[:size]
+        else:
+            self.count = offset + len(rows)
+        self.number, self.size = number, size
+        return rows
 
-class ReferencePagination(PageNumberPagination):
+    def get_next_link(self):
+        if self.number * self.size >= self.count:
+            return None
+        url = self.request.build_absolute_uri()
+        return replace_query_param(url, self.page_query_param, self.number + 1)
+
+    def get_previous_link(self):
+        if self.number == 1:
+            return None
+        url = self.request.build_absolute_uri()
+        if self.number == 2:
+            return remove_query_param(url, self.page_query_param)
+        return replace_query_param(url, self.page_query_param, self.number - 1)
+
+    def get_paginated_response(self, data):
+        return Response(
+            {
+                "count": self.count,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+
+class ReferencePagination(CatalogPageNumberPagination):
     """The reference tables (tasks, subtasks, ...) are small: large pages, same shape."""
 
     page_size = 100

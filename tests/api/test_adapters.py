@@ -205,9 +205,11 @@ def test_page_size_is_capped(client):
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"task": "sentiment"}, {"q": "wiki", "model_type": "bert"}, {"cursor": ""}],
-)
+    [{}, {"model_name": "bert-base-multilingual-cased"}, {"q": "ukp", "type": "text_task"},
+     {"cursor": ""}, {"cursor": "", "q": "wiki"}],
+)  # fmt: skip
 def test_query_count_does_not_grow_with_page_size(client, params, django_assert_max_num_queries):
+    assert client.get(LIST, params).json().get("count", 51) > 50  # both sizes page
     counts = []
     for size in (5, 50):
         with CaptureQueriesContext(connection) as queries:
@@ -216,6 +218,26 @@ def test_query_count_does_not_grow_with_page_size(client, params, django_assert_
     assert counts[0] == counts[1]
     with django_assert_max_num_queries(4):
         client.get(LIST, {**params, "page_size": 49})
+
+
+def test_a_list_that_fits_one_page_needs_no_count_query(client, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        body = client.get(LIST, {"task": "sentiment", "model_name": "bert-base-uncased"}).json()
+    assert body["count"] == len(body["results"]) == 3
+    with django_assert_num_queries(2):  # not the last page: COUNT + SELECT
+        body = client.get(LIST, {"task": "sentiment", "page_size": 5}).json()
+    assert body["count"] == 17 and len(body["results"]) == 5
+    with django_assert_num_queries(1):  # the last page: the count follows from its offset
+        body = client.get(LIST, {"task": "sentiment", "page_size": 5, "page": 4}).json()
+    assert body["count"] == 17 and len(body["results"]) == 2 and body["next"] is None
+    assert "page=3" in body["previous"]
+
+
+def test_pages_out_of_range_are_json_404(client):
+    for page in ("99", "0", "x"):
+        response = client.get(LIST, {"page": page})
+        assert response.status_code == 404, page
+        assert response.json()["detail"].startswith("Invalid page")
 
 
 def test_fast_list_items_equal_the_declared_fields():

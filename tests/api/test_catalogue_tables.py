@@ -146,10 +146,11 @@ def test_models_are_distinct_with_counts(client):
 @pytest.mark.parametrize(
     "url", ["/api/v1/tasks/", "/api/v1/subtasks/", "/api/v1/architectures/", "/api/v1/models/"]
 )
-def test_reference_tables_are_two_queries_whatever_the_page_size(client, url):
+def test_reference_tables_are_at_most_two_queries_whatever_the_page_size(client, url):
     counts = []
     for size in (5, 50):
         with CaptureQueriesContext(connection) as queries:
             assert client.get(url, {"page_size": size}).status_code == 200
         counts.append(len(queries))
-    assert counts[0] == counts[1] <= 2
+    # Two (COUNT + SELECT), or one when the page holds the last row (the count is then known).
+    assert counts[1] <= counts[0] <= 2
