@@ -1,7 +1,7 @@
 """Reads of the REST API: querysets of `.values()` rows and the composed detail of one adapter.
 
 Every read is a fixed number of queries, whatever the page size: the list is COUNT + one SELECT,
-each reference table one annotated SELECT, the detail four small SELECTs.
+each reference table one annotated SELECT, the detail two small SELECTs (four when the card has dependencies).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from django.db.models import Count, Min, Q, QuerySet
+from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
 
 from hub_server.api.exceptions import Gone
@@ -145,6 +145,7 @@ def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
     """
     adapter = (
         Adapter.objects.select_related("type", "task", "subtask", "architecture")
+        .annotate(has_dependencies=Exists(AdapterDependency.objects.filter(adapter=OuterRef("pk"))))
         .filter(org=org, name=name)
         .first()
     )
@@ -206,7 +207,7 @@ def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
         "twitter_url": social_url(adapter.twitter, "twitter.com"),
         "citation": adapter.citation,
         "description": adapter.description,
-        "dependencies": _dependencies(adapter, api_root),
+        "dependencies": _dependencies(adapter, api_root) if adapter.has_dependencies else [],
         "warnings": adapter.warnings,
         "downloads": adapter.downloads,
         "created": adapter.created_at,
