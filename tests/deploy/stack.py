@@ -205,3 +205,101 @@ class LocalStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+NGINX_TEMPLATE = ROOT / "docker" / "nginx" / "default.conf.template"
+NGINX_413 = ROOT / "docker" / "nginx" / "413.json"
+
+
+def render_nginx_template(variables: dict[str, str], template: Path = NGINX_TEMPLATE) -> str:
+    """What the nginx image's envsubst makes of the template: only the given ${NAME}s replaced."""
+    text = template.read_text()
+    for name, value in variables.items():
+        text = text.replace("${" + name + "}", value)
+    return text
+
+
+class LocalNginx:
+    """docker/nginx/default.conf.template run by the local nginx in front of a LocalStack, as the
+    compose file runs it (files and static folders read from the stack's data_dir)."""
+
+    def __init__(self, stack: LocalStack, port: int, *, max_body: str = "1m", nginx: str = "nginx"):
+        self.stack = stack
+        self.port = port
+        self.nginx = nginx
+        self.url = f"http://127.0.0.1:{port}"
+        self.dir = stack.data_dir / "nginx"
+        self.process: subprocess.Popen | None = None
+        self.variables = {
+            "NGINX_LISTEN_PORT": str(port),
+            "NGINX_UPSTREAM": f"127.0.0.1:{stack.port}",
+            "NGINX_CLIENT_MAX_BODY_SIZE": max_body,
+            "NGINX_FILES_ROOT": stack.env.get("HUB_FILES_DIR")
+            or str(Path(stack.env["HUB_DATA_DIR"]) / "files"),
+            "NGINX_STATIC_ROOT": str(Path(stack.env["HUB_VAR_DIR"]) / "static"),
+        }
+
+    def write_config(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        server = render_nginx_template(self.variables).replace(
+            "/usr/share/nginx/errors/413.json", str(NGINX_413)
+        )
+        (self.dir / "default.conf").write_text(server)
+        temp = self.dir / "temp"
+        temp.mkdir(exist_ok=True)
+        # As root, nginx's workers would drop to a user that cannot read the test's temp dirs.
+        user = "user root;" if os.geteuid() == 0 else ""
+        main = f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log {self.dir}/access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    sendfile on;
+    include {self.dir}/default.conf;
+}}
+"""
+        path = self.dir / "nginx.conf"
+        path.write_text(main)
+        return path
+
+    def test_config(self) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.nginx, "-t", "-c", str(self.write_config()), "-e", str(self.dir / "error.log")],
+            capture_output=True,
+            text=True,
+        )
+
+    def start(self, timeout: float = 20) -> None:
+        config = self.write_config()
+        self.process = subprocess.Popen(
+            [self.nginx, "-c", str(config), "-e", str(self.dir / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise StackError(f"nginx exited: {self.process.stderr.read().decode()}")
+            try:
+                with urllib.request.urlopen(self.url + "/nginx-health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise StackError("nginx did not answer /nginx-health")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
