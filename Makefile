@@ -40,3 +40,18 @@ format: setup
 
 clean:
 	rm -rf $(VENV) var
+
+# The production-style stack without Docker (docs/operations.md): gunicorn, a Celery worker and
+# beat on local PostgreSQL and Redis; settings in $(STACK_DIR)/stack.env (written if missing).
+STACK_DIR ?= var/stack
+
+.PHONY: stack-up stack-down stack-status
+
+stack-up: setup
+	bash scripts/stack/start.sh $(STACK_DIR)
+
+stack-down:
+	bash scripts/stack/stop.sh $(STACK_DIR)
+
+stack-status:
+	bash scripts/stack/status.sh $(STACK_DIR)
