@@ -231,6 +231,8 @@ STORAGES = {
 }
 # With nginx in front, downloads are handed off with X-Accel-Redirect to this internal prefix.
 HUB_ACCEL_REDIRECT_PREFIX = os.environ.get("HUB_ACCEL_REDIRECT_PREFIX", "")
+# Largest external file the mirror downloads (bytes).
+HUB_MIRROR_MAX_BYTES = env_int("HUB_MIRROR_MAX_BYTES", 1024**3)
 # Public base URL of this hub (for absolute links in the legacy index and /hf/ when behind a proxy).
 HUB_PUBLIC_URL = os.environ.get("HUB_PUBLIC_URL", "").rstrip("/")
 

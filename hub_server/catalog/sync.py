@@ -637,16 +637,21 @@ class _Sync:
             if current is None:
                 AdapterVersion.objects.create(adapter=row, position=i, **fields)
                 continue
-            file_changed = (current.url, current.sha1, current.sha256) != values[1:4]
+            # A hosted file is known by its checksums (its URL may be rewritten to point here);
+            # an external one by URL and checksums.
+            checksums_changed = (current.sha1, current.sha256) != values[2:4]
+            url_changed = current.url != values[1]
+            hosted = current.file_status == AdapterVersion.FileStatus.HOSTED
             for k, v in fields.items():
                 setattr(current, k, v)
             current.position = i
-            if file_changed and current.file_status != AdapterVersion.FileStatus.HOSTED:
-                # Mirror results described the old file; the new one is unchecked.
+            if checksums_changed or (url_changed and not hosted):
+                # What was mirrored or checked described the old file; the new one is unchecked.
                 current.file_status = AdapterVersion.FileStatus.EXTERNAL
-                current.file_error = ""
+                current.file_error = "the card now names another file; not yet mirrored"
                 current.size = None
                 current.storage_key = ""
+                current.files.all().delete()
             current.save()
 
     def _refresh_adapters_of_changed_architectures(self, reread_paths: set[str]) -> None:

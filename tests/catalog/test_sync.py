@@ -361,3 +361,23 @@ def test_two_syncs_at_once_do_not_both_write(snapshot_repo):
     assert run.status == SyncRun.Status.LOCKED
     assert Adapter.objects.count() == 0
     assert sync_hub_repository(str(snapshot_repo)).status == SyncRun.Status.SUCCEEDED
+
+
+def test_card_naming_another_file_resets_a_mirrored_version(snapshot_repo):
+    sync_hub_repository(str(snapshot_repo))
+    version = AdapterVersion.objects.get(adapter__source_path=SST2, version="1")
+    version.file_status = AdapterVersion.FileStatus.HOSTED
+    version.size, version.storage_key = 123, "sha256/ab/cd/abcd"
+    version.save()
+
+    edit_yaml(snapshot_repo / SST2, files=[
+        {"version": "1", "url": version.url, "sha1": "b" * 40}
+    ])  # fmt: skip
+    commit_all(snapshot_repo, "same version, other file")
+    sync_hub_repository(str(snapshot_repo))
+
+    version.refresh_from_db()
+    assert version.sha1 == "b" * 40
+    assert version.file_status == AdapterVersion.FileStatus.EXTERNAL
+    assert version.storage_key == "" and version.size is None
+    assert "another file" in version.file_error
