@@ -3,7 +3,7 @@
 # Only `web` migrates (under a PostgreSQL advisory lock, so replicas may start together);
 # worker and beat wait until the schema is migrated.
 set -eu
-cd /app
+cd "${HUB_APP_DIR:-/app}"
 
 refuse_placeholder() {
   # .env.example validates the compose file with placeholder secrets; never run with them.
@@ -15,6 +15,12 @@ refuse_placeholder DJANGO_SECRET_KEY "${DJANGO_SECRET_KEY:-}"
 refuse_placeholder DATABASE_URL "${DATABASE_URL:-}"
 refuse_placeholder HUB_WEBHOOK_SECRET "${HUB_WEBHOOK_SECRET:-}"
 refuse_placeholder AWS_SECRET_ACCESS_KEY "${AWS_SECRET_ACCESS_KEY:-}"
+
+# nginx can hand off only files on the local volume: with S3 the web streams from the bucket.
+if [ "${HUB_STORAGE:-local}" = "s3" ] && [ -n "${HUB_ACCEL_REDIRECT_PREFIX:-}" ]; then
+  echo "HUB_STORAGE=s3: ignoring HUB_ACCEL_REDIRECT_PREFIX=${HUB_ACCEL_REDIRECT_PREFIX}" >&2
+  export HUB_ACCEL_REDIRECT_PREFIX=""
+fi
 
 role="${1:-web}"
 [ $# -gt 0 ] && shift

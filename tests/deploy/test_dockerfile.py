@@ -4,6 +4,7 @@ build time, and every file it copies present. hadolint runs too when it is insta
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -138,3 +139,44 @@ def test_hadolint():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_entrypoint(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "HUB_"))}
+    return subprocess.run(
+        ["sh", str(ROOT / "docker" / "entrypoint.sh"), *args],
+        env={
+            **clean,
+            "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+            "HUB_APP_DIR": str(ROOT),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_entrypoint_refuses_the_placeholder_secrets_of_env_example():
+    result = run_entrypoint(
+        "manage", "check", DJANGO_SECRET_KEY="CHANGE-ME-to-a-random-string", DJANGO_DEBUG="0"
+    )
+    assert result.returncode == 64
+    assert "DJANGO_SECRET_KEY is still the placeholder" in result.stderr
+
+
+def test_entrypoint_dispatches_manage_and_drops_accel_with_s3(tmp_path):
+    show = "from django.conf import settings; print(repr(settings.HUB_ACCEL_REDIRECT_PREFIX))"
+    result = run_entrypoint(
+        "manage",
+        "shell",
+        "-c",
+        show,
+        DJANGO_SECRET_KEY="x" * 60,
+        HUB_VAR_DIR=str(tmp_path),
+        HUB_STORAGE="s3",
+        HUB_ACCEL_REDIRECT_PREFIX="/_files",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "''"
+    assert "ignoring HUB_ACCEL_REDIRECT_PREFIX" in result.stderr
