@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import subprocess
 import time
 import urllib.error
@@ -96,7 +97,8 @@ class LocalStack:
         return result.stdout
 
     def write_env(self) -> None:
-        lines = [f"{key}={value}" for key, value in self.env.items()]
+        # The env file is sourced by bash (scripts/stack/common.sh): quote JSON and spaces.
+        lines = [f"{key}={shlex.quote(value)}" for key, value in self.env.items()]
         self.env_file.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:

@@ -40,7 +40,7 @@ def served(tmp_path):
         tmp_path / "stack",
         port=free_port(),
         db_name=f"adapterhub_nginx_{os.getpid()}",
-        redis_db=12,
+        redis_db=15,
         env={
             "HUB_ACCEL_REDIRECT_PREFIX": "/_files",
             "DJANGO_BEHIND_PROXY": "1",

@@ -1,7 +1,8 @@
 """The production-style stack without Docker (scripts/stack/ via LocalStack): gunicorn, a Celery
 worker and beat on a PostgreSQL database and a Redis number of their own. A catalogue synced by
-the worker (signed webhook) and by beat, an adapter published with its files, then every process
-restarted: the catalogue, the files and the history are all still served over HTTP."""
+the worker (signed webhook) and by beat, an adapter pushed with `adapterhub push` and validated
+and published by the worker, then every process restarted: the catalogue, the files, the upload
+history and the sync history are all still served over HTTP."""
 
 from __future__ import annotations
 
@@ -10,20 +11,24 @@ import hmac
 import json
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import SNAPSHOT, make_git_repo
+from tests.conftest import ROOT, SNAPSHOT, make_git_repo
 from tests.deploy.stack import LocalStack
+from tests.uploads.conftest import TINY_BERT
 
 pytestmark = pytest.mark.slow
 
 WEBHOOK_SECRET = "deploy-test-webhook-secret"
-ORG, TASK, SUBTASK = "deploytest", "sentiment", "sst-2"
-REDIS_DB = 11
+ORG, TASK, SUBTASK, NAME = "deploytest", "sentiment", "sst-2", "tiny-bert-sst2"
+DETAIL = f"/api/v1/adapters/{ORG}/{NAME}/"
+# Redis numbers in use elsewhere: 0 CI, 11 the upload worker tests, 13 benchmarks/api.py.
+REDIS_DB = 14
 
 
 def free_port() -> int:
@@ -44,6 +49,9 @@ def stack(tmp_path):
             "HUB_REPO_URL": str(repo),
             "HUB_REPO_BRANCH": "main",
             "HUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            # Uploads: validated against the tiny BERT, cards committed to upload/<id> branches.
+            "HUB_BASE_MODELS": json.dumps({"tiny-bert": str(TINY_BERT)}),
+            "HUB_PUBLISH_REPO": str(repo),
             # Short, so that beat's own sync shows up within the test.
             "HUB_SYNC_INTERVAL_SECONDS": "8",
         },
@@ -95,30 +103,26 @@ def wait_for(condition, what: str, timeout: float = 90):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def publish(stack: LocalStack, tmp_path: Path) -> str:
-    # TODO(lead): once the upload workflow lands (hub_server/uploads/services.py and
-    # `adapterhub push`), publish through POST /api/v1/uploads/ with a token from
-    # `manage.py create_token`, wait for status `published`, and also compare
-    # GET /api/v1/uploads/{id}/ before and after the restart (the upload history).
-    from tests.hosting.conftest import make_adapter_folder
+def push(stack: LocalStack, tmp_path: Path) -> str:
+    """An adapter trained here, pushed with `adapterhub push --wait` and a write token: the
+    worker validates and publishes it. Returns the token."""
+    from tests.uploads.conftest import save_tiny_adapter
 
-    folder = make_adapter_folder(tmp_path / "adapter", seed=7)
-    out = stack.manage(
-        "publish_adapter",
-        str(folder),
-        "--task",
-        TASK,
-        "--subtask",
-        SUBTASK,
-        "--org",
-        ORG,
-        "--name",
-        "tiny-bert-sst2",
-        "--version",
-        "1",
-    ).stdout
-    assert "published @deploytest/tiny-bert-sst2 version 1" in out, out
-    return "/api/v1/adapters/deploytest/tiny-bert-sst2/"
+    folder = save_tiny_adapter(tmp_path / "trained", seed=7)
+    token = stack.manage("create_token", "alice", "--org", ORG, "--write").stdout.split()[-1]
+    push = subprocess.run(
+        [stack.python, "-m", "hub_server.cli", "push", str(folder), "--task", TASK,
+         "--subtask", SUBTASK, "--org", ORG, "--name", NAME, "--version", "1", "--wait"],
+        cwd=ROOT,
+        env={**os.environ, "ADAPTERHUB_URL": stack.url, "ADAPTERHUB_TOKEN": token,
+             "XDG_CONFIG_HOME": str(tmp_path / "config")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert push.returncode == 0, f"{push.stdout}\n{push.stderr}\n{stack.logs()}"
+    assert "status: published" in push.stdout, push.stdout
+    return token
 
 
 def without_counts(value):
@@ -130,11 +134,12 @@ def without_counts(value):
     return value
 
 
-def observe(stack: LocalStack, detail_path: str) -> dict:
+def observe(stack: LocalStack, token: str) -> dict:
     """What must survive a restart, as seen over HTTP."""
-    detail = get(stack, detail_path).json()
+    detail = get(stack, DETAIL).json()
     (version,) = detail["versions"]
-    archive = get(stack, f"{detail_path}versions/1/download")
+    archive = get(stack, f"{DETAIL}versions/1/download")
+    uploads = get(stack, "/api/v1/uploads/", headers={"Authorization": f"Bearer {token}"}).json()
     return {
         "adapters": get(stack, "/api/v1/adapters/?page_size=100").json()["count"],
         "tasks": without_counts(get(stack, "/api/v1/tasks/").json()),
@@ -144,6 +149,7 @@ def observe(stack: LocalStack, detail_path: str) -> dict:
         "archive_sha256": hashlib.sha256(archive.content).hexdigest(),
         "version_sha256": version["sha256"],
         "etag": archive.headers["ETag"],
+        "uploads": uploads.get("results", uploads) if isinstance(uploads, dict) else uploads,
         "runs": {run["id"]: (run["status"], run["commit"]) for run in sync_runs(stack)},
     }
 
@@ -158,8 +164,10 @@ def test_stack_keeps_catalogue_files_and_history_across_restart(stack, tmp_path)
         lambda: any(r["status"] == "succeeded" and r["added"] for r in sync_runs(stack)),
         "the webhook's sync",
     )
-    detail_path = publish(stack, tmp_path)
-    before = observe(stack, detail_path)
+    token = push(stack, tmp_path)
+    before = observe(stack, token)
+    (upload,) = before["uploads"]
+    assert upload["status"] == "published" and upload["adapter"]["name"] == NAME
     assert before["adapters"] > 250
     assert before["archive_sha256"] == before["version_sha256"]
     assert before["etag"] == f'"{before["version_sha256"]}"'
@@ -173,7 +181,7 @@ def test_stack_keeps_catalogue_files_and_history_across_restart(stack, tmp_path)
     for role in ("web", "worker", "beat"):
         assert restarted[role] is not None and restarted[role] != pids[role], role
 
-    after = observe(stack, detail_path)
+    after = observe(stack, token)
     runs_before = before.pop("runs")
     runs_after = after.pop("runs")
     assert after == before
