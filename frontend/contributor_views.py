@@ -19,6 +19,8 @@ from hub_server.uploads import selectors as upload_selectors
 from hub_server.uploads import services as uploads
 from hub_server.uploads.models import Upload
 
+NEW_TOKEN_KEY = "frontend:new-token"
+
 
 def _private(response):
     response["Cache-Control"] = "private, no-store"
@@ -28,13 +30,15 @@ def _private(response):
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request):
-    secret = None
     form = TokenForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        token, secret = accounts.create_token(
+        _, secret = accounts.create_token(
             request.user, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"]
         )
-        form = TokenForm()
+        # Post/redirect/get: the secret rides in the session to the next page view, once.
+        request.session[NEW_TOKEN_KEY] = secret
+        return redirect("tokens")
+    secret = request.session.pop(NEW_TOKEN_KEY, None)
     return _private(
         render(
             request,
@@ -127,6 +131,7 @@ def upload(request):
                 if _wants_json(request):
                     return JsonResponse(
                         {
+                            "ok": True,
                             "id": created.pk,
                             "url": page,
                             "status_url": reverse("upload-status-json", args=[created.pk]),
@@ -135,9 +140,13 @@ def upload(request):
                     )
                 return redirect(page)
         if _wants_json(request):
+            # 200 like the re-rendered form of the plain POST: the form answered, with errors.
             return JsonResponse(
-                {"detail": "The upload was refused.", "errors": form.errors.get_json_data()},
-                status=400,
+                {
+                    "ok": False,
+                    "detail": "The upload was refused.",
+                    "errors": form.errors.get_json_data(),
+                }
             )
     return _private(render(request, "frontend/upload.html", {"form": form}))
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.http import QueryDict
+from django.urls import reverse
 
 from hub_server.api import selectors as api
 from hub_server.api.filters import AdapterFilter
@@ -99,8 +100,14 @@ def explore_sections(query: str = "") -> list[dict]:
         "text_task": {"id": "tasks", "title": "Tasks", "cards": []},
         "text_lang": {"id": "languages", "title": "Languages", "cards": []},
     }
+    explore = reverse("explore")
     for task in tasks:
         task["subtasks"] = subtasks.get(task["id"], [])
+        for sub in task["subtasks"]:
+            # Built here, not with {% url %} per link: reversing ~200 URLs was half the render.
+            sub["url"] = (
+                f"{explore}{quote(task['task'], safe='')}/{quote(sub['subtask'], safe='')}/"
+            )
         task["search"] = " ".join(
             [task["task"], task["displayname"]]
             + [f"{s['subtask']} {s['displayname']} {s['language']}" for s in task["subtasks"]]
@@ -180,6 +187,13 @@ def clean_filters(params: QueryDict, fixed: dict[str, str] | None = None) -> dic
     return filters
 
 
+# Up to this many adapters under the base filters (search, a subtask page's task and subtask),
+# a listing is one query: rows are filtered, counted and sorted here. Beyond it (a catalogue of
+# tens of thousands), the database counts the facets (the REST API's adapter_facets).
+IN_MEMORY_LIMIT = 5000
+BASE_KEYS = {"q"}
+
+
 def adapter_listing(
     params: QueryDict,
     *,
@@ -187,24 +201,114 @@ def adapter_listing(
     facet_fields=LIST_FACETS,
 ) -> AdapterListing:
     """One page of adapters under the filters of `params` (plus `fixed` ones, e.g. a subtask
-    page's task and subtask), with facet counts, sorted by `sort`, paginated by `page`."""
+    page's task and subtask), with facet counts, sorted by `sort`, paginated by `page`.
+
+    Facets count as `/api/v1/facets/` does: each facet's values under every OTHER filter, so a
+    chosen value's siblings keep their counts.
+    """
     filters = clean_filters(params, fixed)
     sort = params.get("sort", DEFAULT_SORT)
     if sort not in {s[0] for s in SORTS}:
         sort = DEFAULT_SORT
-    effective = QueryDict(mutable=True)
-    effective.update({**filters, **(fixed or {})})
+    base = QueryDict(mutable=True)
+    base.update({**{k: v for k, v in filters.items() if k in BASE_KEYS}, **(fixed or {})})
+    candidates = list(
+        _list_rows(AdapterFilter(base, queryset=api.active_adapters()).qs.order_by())[
+            : IN_MEMORY_LIMIT + 1
+        ]
+    )
+    if len(candidates) > IN_MEMORY_LIMIT:
+        return _database_listing(params, filters, fixed, sort, facet_fields)
 
-    counted = api.adapter_facets(effective)
-    total = counted["total"]
+    chosen = {k: v for k, v in filters.items() if k not in BASE_KEYS and k in FACET_FIELDS}
+    matching = [row for row in candidates if _matches(row, chosen)]
+    matching.sort(key=_SORT_KEYS[sort])
+    counted = {}
+    for key, _ in facet_fields:
+        others = {k: v for k, v in chosen.items() if k != key}
+        counted[key] = _count_values((row for row in candidates if _matches(row, others)), key)
+    total = len(matching)
+    page, pages = _page(params, total)
+    offset = (page - 1) * PAGE_SIZE
+    listing = AdapterListing(
+        rows=matching[offset : offset + PAGE_SIZE],
+        total=total,
+        page=page,
+        pages=pages,
+        sort=sort,
+        filters=filters,
+        query=filters.get("q", ""),
+    )
+    listing.facets = _facet_groups(counted, facet_fields, filters, sort)
+    return listing
+
+
+# facet -> (the row's value field, its label field)
+FACET_FIELDS = {
+    "type": ("type_id", "type__displayname"),
+    "task": ("task__task", "task__displayname"),
+    "subtask": ("subtask__subtask", "subtask__displayname"),
+    "model_type": ("model_type", None),
+    "model_name": ("model_name", None),
+    "architecture": ("architecture__name", "architecture__displayname"),
+    "config_id": ("config_hash", None),
+    "org": ("org", None),
+    "has_head": ("has_head", None),
+}
+
+
+def _row_value(row: dict, key: str) -> str:
+    value = row[FACET_FIELDS[key][0]]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _matches(row: dict, chosen: dict[str, str]) -> bool:
+    return all(_row_value(row, key) == value for key, value in chosen.items())
+
+
+def _count_values(rows, key: str) -> list[dict]:
+    """[{value, label, count}] as adapter_facets gives them: label = the smallest display name."""
+    label_field = FACET_FIELDS[key][1]
+    counts: dict[str, int] = {}
+    labels: dict[str, str] = {}
+    for row in rows:
+        value = _row_value(row, key)
+        counts[value] = counts.get(value, 0) + 1
+        label = row.get(label_field) if label_field else None
+        if label and (value not in labels or label < labels[value]):
+            labels[value] = label
+    values = [{"value": v, "label": labels.get(v, v), "count": n} for v, n in counts.items()]
+    values.sort(key=lambda v: (-v["count"], v["value"]))
+    return values
+
+
+_SORT_KEYS = {
+    "-downloads": lambda r: (-r["downloads"], r["id"]),
+    "-updated": lambda r: (-r["updated_at"].timestamp(), r["id"]),
+    "name": lambda r: (r["name"], r["id"]),
+    "-score": lambda r: (r["score"] is None, -(r["score"] or 0), -r["downloads"], r["id"]),
+}
+
+
+def _page(params: QueryDict, total: int) -> tuple[int, int]:
     pages = max(1, math.ceil(total / PAGE_SIZE))
     try:
         page = min(max(1, int(params.get("page", 1))), pages)
     except ValueError:
         page = 1
+    return page, pages
 
-    queryset = AdapterFilter(effective, queryset=api.active_adapters()).qs
-    rows = _list_rows(queryset)
+
+def _database_listing(params, filters, fixed, sort, facet_fields) -> AdapterListing:
+    """The same listing with counting and sorting done by PostgreSQL (large catalogues)."""
+    effective = QueryDict(mutable=True)
+    effective.update({**filters, **(fixed or {})})
+    counted = api.adapter_facets(effective)
+    total = counted["total"]
+    page, pages = _page(params, total)
+    rows = _list_rows(AdapterFilter(effective, queryset=api.active_adapters()).qs)
     order = dict((s[0], s[2]) for s in SORTS)[sort]
     if order is None:
         rows = rows.order_by(F("score").desc(nulls_last=True), "-downloads", "id")
@@ -229,9 +333,11 @@ def _list_rows(queryset):
         adapter=OuterRef("pk"), version=OuterRef("default_version")
     ).values("score")[:1]
     return queryset.annotate(score=Subquery(default_score)).values(
+        "id",
         "org",
         "name",
         "type_id",
+        "type__displayname",
         "task__task",
         "task__displayname",
         "subtask__subtask",
@@ -239,6 +345,8 @@ def _list_rows(queryset):
         "model_type",
         "model_name",
         "architecture__name",
+        "architecture__displayname",
+        "config_hash",
         "has_head",
         "author",
         "description",
@@ -285,6 +393,8 @@ def _facet_groups(counted: dict, fields, filters: dict[str, str], sort: str) -> 
                     "title": title,
                     "values": values,
                     "chosen": chosen,
+                    # The list shows 8 values, the rest folded: unfold when the choice is there.
+                    "tail_open": any(v["selected"] for v in values[8:]),
                     "clear": toggle_query(filters, sort, key, chosen) if chosen else "",
                 }
             )

@@ -119,7 +119,8 @@ def search(request):
 def adapter_detail(request, org: str, name: str):
     base = hub_url(request)
     try:
-        detail = selectors.adapter_detail(org, name, base + reverse("api-root"), base)
+        # Relative API root: the page's download links are paths on this host.
+        detail = selectors.adapter_detail(org, name, reverse("api-root"), base)
     except NotFound as exc:
         raise Http404(str(exc.detail)) from exc
     except Gone:

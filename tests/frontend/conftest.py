@@ -115,11 +115,17 @@ def no_js_page(browser, live_server, synced_catalog):
     context.close()
 
 
-def screenshot(page, name: str) -> Path:
-    """Save a full-page screenshot as a test artefact (docs/screenshots/ holds chosen copies)."""
+def screenshot(page, name: str, height: int | None = None) -> Path:
+    """Save a screenshot as a test artefact (docs/screenshots/ holds chosen copies): the full page,
+    or its top `height` pixels for pages too long to read whole."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if height:
+        page.screenshot(
+            path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": height}
+        )
+    else:
+        page.screenshot(path=str(path), full_page=True)
     return path
 
 

@@ -43,7 +43,7 @@ def test_explore_filters_cards_as_you_type(page):
     page.goto("/explore/")
     all_cards = page.locator("[data-card]").count()
     assert all_cards == len(snapshot_yaml("tasks"))
-    screenshot(page, "explore")
+    screenshot(page, "explore", height=1500)
     page.get_by_label("Filter tasks and languages").fill("sentiment")
     visible = page.locator("[data-card]:visible")
     assert 1 <= visible.count() < all_cards

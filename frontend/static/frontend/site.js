@@ -167,8 +167,16 @@
     form.addEventListener("submit", function (e) { e.preventDefault(); apply(); });
   }
 
+  /* ---- Small screens: the facet panel starts folded (it is open for no-JS readers) ---- */
+  function foldFacets() {
+    if (!window.matchMedia("(max-width: 960px)").matches) return;
+    document.querySelectorAll("details.facets-toggle").forEach(function (d) { d.open = false; });
+  }
+  document.addEventListener("listing:updated", foldFacets);
+
   /* ---- Boot ---- */
   function boot() {
+    foldFacets();
     document.querySelectorAll("[data-tabs]").forEach(setupTabs);
     document.querySelectorAll("form[data-card-filter]").forEach(setupCardFilter);
     document.querySelectorAll("[data-enhance]").forEach(function (el) {
