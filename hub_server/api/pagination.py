@@ -15,6 +15,10 @@ from rest_framework.pagination import BasePagination, PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+# OFFSET paging gets slower with depth; deeper than this, cursor paging is the way.
+MAX_OFFSET = 1_000_000
+_BIGINT = range(-(2**63), 2**63)
+
 
 class CatalogPageNumberPagination(PageNumberPagination):
     """Page numbers with a total `count`. The page is read first (one row more than it shows):
@@ -36,6 +40,11 @@ class CatalogPageNumberPagination(PageNumberPagination):
         except ValueError:
             raise NotFound(f"Invalid page {raw!r}: pages are numbered from 1.") from None
         offset = (number - 1) * size
+        if offset > MAX_OFFSET:
+            raise NotFound(
+                f"Invalid page {number}: page numbers reach {MAX_OFFSET:,} rows; "
+                "use cursor paging (?cursor=) to go deeper."
+            )
         rows = list(queryset[offset : offset + size + 1])
         if not rows and number > 1:
             raise NotFound(f"Invalid page {number}: that page contains no results.")
@@ -95,6 +104,12 @@ def _decode(token: str, length: int) -> list:
         raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
     if not isinstance(values, list) or len(values) != length:
         raise ValidationError({"cursor": ["Invalid cursor (it belongs to another ordering)."]})
+    for value in values:
+        # Only what _encode writes: integers the database can compare, short NUL-free strings.
+        valid_int = type(value) is int and value in _BIGINT
+        valid_str = isinstance(value, str) and len(value) <= 1000 and "\x00" not in value
+        if not (valid_int or valid_str):
+            raise ValidationError({"cursor": ["Invalid cursor."]})
     return values
 
 

@@ -143,6 +143,8 @@ def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
 
     `api_root` is the absolute URL of /api/v1/, `hub_url` the hub's public base URL.
     """
+    if "\x00" in org or "\x00" in name:  # no such id; PostgreSQL would reject the text
+        raise NotFound(f"No adapter @{org}/{name}.")
     adapter = (
         Adapter.objects.select_related("type", "task", "subtask", "architecture")
         .annotate(has_dependencies=Exists(AdapterDependency.objects.filter(adapter=OuterRef("pk"))))

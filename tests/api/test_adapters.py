@@ -1,6 +1,8 @@
 """GET /api/v1/adapters/ and its detail on the real snapshot: every expectation is computed from
 the YAML cards, not from the API."""
 
+import base64
+import json
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -193,7 +195,13 @@ def test_cursor_paging_walks_every_card_once_in_order(client, ordering):
 def test_cursor_pages_have_no_count_and_bad_cursors_are_400(client):
     body = client.get(LIST, {"cursor": "", "page_size": 5}).json()
     assert "count" not in body and len(body["results"]) == 5 and "cursor=" in body["next"]
-    for bad in ("abc", "WzEsMiwzXQ", "WyJ4IiwieSJd"):  # garbage, [1,2,3], ["x","y"]
+
+    def token(values) -> str:
+        return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+    # Out of bigint range or with a NUL, a cursor value once reached PostgreSQL: a 500.
+    wrong = [[1, 2, 3], ["x", "y"], [1e30, 1], [10**20, 1], ["\x00", 1], [None, 1], [[1], 1]]
+    for bad in ["abc", *map(token, wrong)]:
         response = client.get(LIST, {"cursor": bad})
         assert response.status_code == 400, bad
         assert response.json()["errors"]["cursor"]
@@ -234,7 +242,8 @@ def test_a_list_that_fits_one_page_needs_no_count_query(client, django_assert_nu
 
 
 def test_pages_out_of_range_are_json_404(client):
-    for page in ("99", "0", "x"):
+    # 9223372036854775809 once reached PostgreSQL as an OFFSET out of bigint range: a 500.
+    for page in ("99", "0", "x", "9223372036854775809", "50001"):
         response = client.get(LIST, {"page": page})
         assert response.status_code == 404, page
         assert response.json()["detail"].startswith("Invalid page")
@@ -351,6 +360,7 @@ def test_dependencies_resolve_to_known_adapters(client):
 
 
 def test_unknown_adapter_is_a_json_404(client):
+    assert client.get("/api/v1/adapters/ukp/a%00b/").status_code == 404  # NUL: not a 500
     response = client.get("/api/v1/adapters/ukp/no-such-adapter/")
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
