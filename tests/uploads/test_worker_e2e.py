@@ -102,9 +102,11 @@ def test_push_validate_publish_and_download_with_a_real_worker(
     started = time.monotonic()
     push = cli(
         "push", str(folder), "--task", "sentiment", "--subtask", "demo-reviews", "--org", "lab",
-        "--description", "trained for the end-to-end test", "--wait", env=env,
+        "--description", "trained for the end-to-end test", "--wait", "--timeout", "100", env=env,
     )  # fmt: skip
-    assert push.returncode == 0, f"{push.stdout}\n{push.stderr}\n{worker.output()}"
+    assert push.returncode == 0, (
+        f"{push.stdout}\n{push.stderr}\n{list(Upload.objects.values())}\n{worker.output()}"
+    )
     assert "status: published" in push.stdout
     upload = Upload.objects.get()
     assert upload.status == "published" and upload.attempts == 1

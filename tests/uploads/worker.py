@@ -95,12 +95,19 @@ def use_broker(queue: str):
 
     saved = {k: app.conf.get(k) for k in ("broker_url", "task_always_eager", "task_default_queue")}
     app.conf.update(broker_url=BROKER_URL, task_always_eager=False, task_default_queue=queue)
-    app._pool = None
+    _forget_connections(app)
     return saved
+
+
+def _forget_connections(app) -> None:
+    # An eager task earlier in the process made Celery cache a producer pool for the broker it had
+    # then (none): drop it, and the routing built for the old default queue.
+    app._pool = None
+    app.__dict__.pop("amqp", None)
 
 
 def restore_broker(saved: dict) -> None:
     from hub_server.celery import app
 
     app.conf.update(saved)
-    app._pool = None
+    _forget_connections(app)
