@@ -7,6 +7,11 @@ from hub_server.catalog.models import SyncRun
 class Command(BaseCommand):
     help = "Create the demo Hub repository under HUB_DATA_DIR and sync it into the catalogue."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--no-adapters", action="store_true", help="skip training/uploading the demo adapters"
+        )
+
     def handle(self, *args, **options):
         run = load_demo_catalogue()
         if run.status in (SyncRun.Status.FAILED, SyncRun.Status.LOCKED):
@@ -14,3 +19,7 @@ class Command(BaseCommand):
         for error in run.errors:
             self.stderr.write(f"error {error['file']}: {error['message']}")
         self.stdout.write(f"demo catalogue: {run.message}")
+        if not options["no_adapters"]:
+            from hub_server.uploads.demo_adapters import publish_demo_adapters
+
+            publish_demo_adapters(self.stdout.write)
