@@ -1,14 +1,18 @@
 """adapters_core against the reference ``adapters`` 1.3.0 on the real MiniLM model, on CPU.
 
     scripts/reference_venv.sh              # once: var/ref-venv with adapters 1.3.0
-    .venv/bin/python benchmarks/core.py    # [--repeats 3] [--train-steps 3] [--infer-steps 5]
+    .venv/bin/python benchmarks/core.py    # [--rounds 7] [--train-steps 2] [--infer-steps 3]
 
 For each method (seq_bn, double_seq_bn, par_bn, seq_bn_inv, fusion of two seq_bn) and for the
 plain model (transformers' BertForSequenceClassification, fully trainable) it measures the
 trainable parameters, the time of one training step (forward + backward + AdamW step) and of
-one inference forward pass, at batch 16 x 128 with 2 torch threads. Each library runs in its
-own virtual environment (adapters 1.3.0 needs transformers 4.x); the two are run as worker
-subprocesses of this same file, alternating, and the table reports medians over the repeats.
+one inference forward pass, at batch 16 x 128 with 2 torch threads.
+
+adapters 1.3.0 needs transformers 4.x, so each library runs in its own virtual environment as a
+long-lived worker subprocess of this same file. The machine is shared, so the driver asks the
+two workers in turn for a few steps of the same case (alternating who goes first), and every
+ratio is the median over rounds of ratios measured seconds apart; times are medians too, with
+the fastest step shown as a load-free estimate.
 
 Targets: train step <= 0.9x the reference; seq_bn inference overhead over the plain model <= 5%.
 This is a benchmark, not a test: nothing here asserts on time.
@@ -32,7 +36,7 @@ BATCH, SEQ_LEN, THREADS = 16, 128, 2
 
 
 # ---------------------------------------------------------------------------------------------
-# Worker: runs inside one venv and measures every case once
+# Worker: lives in one venv, builds every case once, then times steps on request
 # ---------------------------------------------------------------------------------------------
 
 
@@ -81,63 +85,65 @@ def _logits(output):
     return output.logits if hasattr(output, "logits") else output[0]
 
 
-def _measure(impl: str, case: str, train_steps: int, infer_steps: int) -> dict:
-    import torch
+class _Case:
+    """One model with its optimizer and a fixed batch."""
 
-    torch.manual_seed(0)
-    model = _build(impl, case)
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(1000, 30000, (BATCH, SEQ_LEN), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    labels = torch.randint(0, 2, (BATCH,), generator=generator)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    def __init__(self, impl: str, case: str) -> None:
+        import torch
 
-    def train_step() -> None:
-        output = model(input_ids=input_ids, attention_mask=attention_mask)
-        loss = torch.nn.functional.cross_entropy(_logits(output), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.model = _build(impl, case)
+        generator = torch.Generator().manual_seed(1)
+        self.input_ids = torch.randint(1000, 30000, (BATCH, SEQ_LEN), generator=generator)
+        self.attention_mask = torch.ones_like(self.input_ids)
+        self.labels = torch.randint(0, 2, (BATCH,), generator=generator)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=1e-4)
+        self.train(1)  # warm-up: allocator, optimizer state
+        self.infer(1)
 
-    model.train()
-    train_step()  # warm-up: allocator, optimizer state
-    train_ms, train_cpu_ms = [], []
-    for _ in range(train_steps):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        train_step()
-        train_ms.append((time.perf_counter() - start) * 1000)
-        train_cpu_ms.append((time.process_time() - start_cpu) * 1000)
+    def _forward(self):
+        return _logits(self.model(input_ids=self.input_ids, attention_mask=self.attention_mask))
 
-    model.eval()
-    infer_ms, infer_cpu_ms = [], []
-    with torch.inference_mode():
-        _logits(model(input_ids=input_ids, attention_mask=attention_mask))
-        for _ in range(infer_steps):
+    def train(self, steps: int) -> list[tuple[float, float]]:
+        self.model.train()
+        times = []
+        for _ in range(steps):
             start, start_cpu = time.perf_counter(), time.process_time()
-            _logits(model(input_ids=input_ids, attention_mask=attention_mask))
-            infer_ms.append((time.perf_counter() - start) * 1000)
-            infer_cpu_ms.append((time.process_time() - start_cpu) * 1000)
-    return {
-        "impl": impl,
-        "case": case,
-        "trainable": sum(p.numel() for p in trainable),
-        "train_ms": statistics.median(train_ms),
-        "infer_ms": statistics.median(infer_ms),
-        "train_cpu_ms": statistics.median(train_cpu_ms),
-        "infer_cpu_ms": statistics.median(infer_cpu_ms),
-    }
+            loss = self.torch.nn.functional.cross_entropy(self._forward(), self.labels)
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            times.append((time.perf_counter() - start, time.process_time() - start_cpu))
+        return times
+
+    def infer(self, steps: int) -> list[tuple[float, float]]:
+        self.model.eval()
+        times = []
+        with self.torch.inference_mode():
+            for _ in range(steps):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                self._forward()
+                times.append((time.perf_counter() - start, time.process_time() - start_cpu))
+        return times
 
 
-def worker(impl: str, cases: list[str], train_steps: int, infer_steps: int) -> None:
+def worker(impl: str, cases: list[str]) -> None:
     import torch
 
     torch.set_num_threads(THREADS)
     import transformers
 
     transformers.logging.set_verbosity_error()
-    for case in cases:
-        print(json.dumps(_measure(impl, case, train_steps, infer_steps)), flush=True)
+    built = {case: _Case(impl, case) for case in cases}
+    ready = {case: sum(p.numel() for p in c.trainable) for case, c in built.items()}
+    print(json.dumps({"ready": ready, "torch": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        case = built[request["case"]]
+        times = getattr(case, request["phase"])(request["steps"])
+        print(json.dumps({"times": times}), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,37 +151,53 @@ def worker(impl: str, cases: list[str], train_steps: int, infer_steps: int) -> N
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_worker(impl: str, args: argparse.Namespace) -> list[dict]:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(THREADS),
-        "MKL_NUM_THREADS": str(THREADS),
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONPATH": str(ROOT) if impl == "ours" else "",
-    }
-    command = [
-        str(PYTHONS[impl]),
-        str(Path(__file__).resolve()),
-        "--worker",
-        impl,
-        "--cases",
-        ",".join(args.cases),
-        "--train-steps",
-        str(args.train_steps),
-        "--infer-steps",
-        str(args.infer_steps),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"{impl} worker failed with exit code {done.returncode}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+class _Worker:
+    def __init__(self, impl: str, cases: list[str]) -> None:
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(THREADS),
+            "MKL_NUM_THREADS": str(THREADS),
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONPATH": str(ROOT) if impl == "ours" else "",
+        }
+        command = [str(PYTHONS[impl]), str(Path(__file__).resolve()), "--worker", impl]
+        command += ["--cases", ",".join(cases)]
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.impl = impl
+        hello = self._read()
+        self.trainable: dict[str, int] = hello["ready"]
+
+    def _read(self) -> dict:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise SystemExit(f"{self.impl} worker exited with code {self.process.wait()}")
+
+    def run(self, case: str, phase: str, steps: int) -> list[tuple[float, float]]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"case": case, "phase": phase, "steps": steps}) + "\n")
+        self.process.stdin.flush()
+        return [tuple(t) for t in self._read()["times"]]
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
-def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+def _fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.0f}"
 
 
 def _fmt_ratio(value: float | None, percent: bool = False) -> str:
@@ -190,69 +212,81 @@ def drive(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"missing interpreter for {missing}: run `make setup` and scripts/reference_venv.sh"
         )
-    samples: dict[tuple[str, str], list[dict]] = {}
-    for repeat in range(args.repeats):
-        order = ["ours", "ref"] if repeat % 2 == 0 else ["ref", "ours"]
-        for impl in order:
-            started = time.perf_counter()
-            for row in _run_worker(impl, args):
-                samples.setdefault((impl, row["case"]), []).append(row)
+    if "plain" not in args.cases:
+        args.cases = ["plain", *args.cases]
+    started = time.perf_counter()
+    workers = {impl: _Worker(impl, args.cases) for impl in PYTHONS}
+    print(f"workers ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    # samples[impl, case, phase][round] = list of (wall, cpu) step times
+    samples: dict[tuple[str, str, str], list[list[tuple[float, float]]]] = {}
+    steps = {"train": args.train_steps, "infer": args.infer_steps}
+    try:
+        for round_index in range(args.rounds):
+            order = ["ours", "ref"] if round_index % 2 == 0 else ["ref", "ours"]
+            for case in args.cases:
+                for phase in ("train", "infer"):
+                    for impl in order:
+                        times = workers[impl].run(case, phase, steps[phase])
+                        samples.setdefault((impl, case, phase), []).append(times)
             print(
-                f"repeat {repeat + 1}/{args.repeats} {impl}: {time.perf_counter() - started:.0f} s",
+                f"round {round_index + 1}/{args.rounds} done at "
+                f"{time.perf_counter() - started:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
+    finally:
+        for w in workers.values():
+            w.close()
+    _report(args, samples, {impl: w.trainable for impl, w in workers.items()})
 
-    def median(impl: str, case: str, key: str) -> float | None:
-        rows = samples.get((impl, case))
-        return statistics.median(row[key] for row in rows) if rows else None
+
+def _report(args, samples, trainable) -> None:
+    def per_round(impl: str, case: str, phase: str, clock: int) -> list[float]:
+        return [statistics.median(t[clock] for t in r) for r in samples[(impl, case, phase)]]
+
+    def paired_ratio(a: list[float], b: list[float]) -> float:
+        return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
     print(
-        f"\nMiniLM-L6 (all-MiniLM-L6-v2), batch {BATCH} x {SEQ_LEN}, CPU, "
-        f"torch threads {THREADS}, median of {args.repeats} runs "
-        f"(each the median of {args.train_steps} train / {args.infer_steps} inference steps)"
+        f"\nMiniLM-L6 (all-MiniLM-L6-v2), batch {BATCH} x {SEQ_LEN}, CPU, torch threads "
+        f"{THREADS}; {args.rounds} rounds of {args.train_steps} train + {args.infer_steps} "
+        "inference steps per case and library, the two libraries interleaved.\n"
+        "Times: median over rounds of each round's median step (fastest step in brackets). "
+        "Ratios: median over rounds of ratios measured within the round."
     )
-    for clock, suffix in (("wall", "ms"), ("process CPU", "cpu_ms")):
-        _print_table(args, median, clock, suffix)
+    for clock, label in ((0, "wall clock"), (1, "process CPU time")):
+        header = (
+            "| case | trainable ours | trainable ref | train ms ours | train ms ref | "
+            "train ours/ref | infer ms ours | infer ms ref | infer ours/ref | "
+            "ours overhead vs plain | ref overhead vs plain |"
+        )
+        print(f"\n{label}\n")
+        print(header)
+        print("|" + "---|" * (header.count("|") - 1))
+        for case in args.cases:
+            cells = [case, f"{trainable['ours'][case]:,}", f"{trainable['ref'][case]:,}"]
+            for phase in ("train", "infer"):
+                rounds = {impl: per_round(impl, case, phase, clock) for impl in PYTHONS}
+                for impl in PYTHONS:
+                    fastest = min(t[clock] for r in samples[(impl, case, phase)] for t in r)
+                    cells.append(f"{_fmt_ms(statistics.median(rounds[impl]))} ({_fmt_ms(fastest)})")
+                cells.append(_fmt_ratio(paired_ratio(rounds["ours"], rounds["ref"])))
+            for impl in PYTHONS:
+                if case == "plain":
+                    cells.append("-")
+                    continue
+                mine = per_round(impl, case, "infer", clock)
+                plain = per_round(impl, "plain", "infer", clock)
+                cells.append(_fmt_ratio(paired_ratio(mine, plain) - 1, percent=True))
+            print("| " + " | ".join(cells) + " |")
     print(
         "\nTargets: train ours/ref <= 0.90x; seq_bn inference overhead vs plain <= +5%. "
-        "plain = transformers BertForSequenceClassification, all parameters trainable."
+        "plain = transformers BertForSequenceClassification (all parameters trainable) in each "
+        "library's own venv (ours: transformers 5, ref: transformers 4.57)."
     )
-
-
-def _print_table(args: argparse.Namespace, median, clock: str, suffix: str) -> None:
-    plain = {impl: median(impl, "plain", f"infer_{suffix}") for impl in PYTHONS}
-    header = (
-        f"| case | trainable ours | trainable ref | train {suffix} ours | train {suffix} ref | "
-        f"train ours/ref | infer {suffix} ours | infer {suffix} ref | infer ours/ref | "
-        "ours overhead vs plain | ref overhead vs plain |"
-    )
-    print(f"\n{clock} time per step\n")
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for case in args.cases:
-        row = {
-            impl: {
-                "trainable": median(impl, case, "trainable"),
-                "train": median(impl, case, f"train_{suffix}"),
-                "infer": median(impl, case, f"infer_{suffix}"),
-            }
-            for impl in PYTHONS
-        }
-        ours, ref = row["ours"], row["ref"]
-        train_ratio = ours["train"] / ref["train"] if ours["train"] and ref["train"] else None
-        infer_ratio = ours["infer"] / ref["infer"] if ours["infer"] and ref["infer"] else None
-        overhead = {
-            impl: (row[impl]["infer"] / plain[impl] - 1)
-            if case != "plain" and row[impl]["infer"] and plain[impl]
-            else None
-            for impl in PYTHONS
-        }
-        print(
-            f"| {case} | {ours['trainable'] or 0:,.0f} | {ref['trainable'] or 0:,.0f} | "
-            f"{_fmt_ms(ours['train'])} | {_fmt_ms(ref['train'])} | {_fmt_ratio(train_ratio)} | "
-            f"{_fmt_ms(ours['infer'])} | {_fmt_ms(ref['infer'])} | {_fmt_ratio(infer_ratio)} | "
-            f"{_fmt_ratio(overhead['ours'], True)} | {_fmt_ratio(overhead['ref'], True)} |"
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({f"{i}/{c}/{p}": v for (i, c, p), v in samples.items()}, indent=1)
         )
 
 
@@ -260,12 +294,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=sorted(PYTHONS), help=argparse.SUPPRESS)
     parser.add_argument("--cases", default=",".join(CASES), type=lambda s: s.split(","))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--train-steps", type=int, default=3)
-    parser.add_argument("--infer-steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--train-steps", type=int, default=2)
+    parser.add_argument("--infer-steps", type=int, default=3)
+    parser.add_argument("--json", help="also write every step time to this file")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.cases, args.train_steps, args.infer_steps)
+        worker(args.worker, args.cases)
     else:
         drive(args)
 
