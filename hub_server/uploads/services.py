@@ -320,6 +320,15 @@ def yank_adapter(adapter: Adapter) -> None:
         transaction.on_commit(lambda: catalog_changed.send(sender=Adapter, adapter=adapter))
 
 
+def restore_adapter(adapter: Adapter) -> None:
+    from hub_server.catalog.signals import catalog_changed
+
+    if adapter.status == Adapter.Status.YANKED:
+        adapter.status = Adapter.Status.ACTIVE
+        adapter.save(update_fields=["status", "updated_at"])
+        transaction.on_commit(lambda: catalog_changed.send(sender=Adapter, adapter=adapter))
+
+
 def delete_upload(upload: Upload) -> None:
     """Delete the upload record; its stored bytes stay (content-addressed, maybe shared)."""
     upload.delete()
