@@ -18,10 +18,17 @@ from hub_server.accounts.serializers import ApiTokenSerializer, NewApiTokenSeria
 AUTHENTICATION = [ApiTokenAuthentication, SessionAuthentication, BasicAuthentication]
 
 
-class TokenListView(APIView):
+class TokenViewMixin:
     authentication_classes = AUTHENTICATION
     permission_classes = [TokenScopePermission]
 
+    def get_exception_handler(self):
+        from hub_server.api.exceptions import api_exception_handler
+
+        return api_exception_handler
+
+
+class TokenListView(TokenViewMixin, APIView):
     @extend_schema(responses=ApiTokenSerializer(many=True))
     def get(self, request):
         tokens = selectors.tokens_of(request.user)
@@ -40,10 +47,7 @@ class TokenListView(APIView):
         return Response(NewApiTokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
 
-class TokenDetailView(APIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [TokenScopePermission]
-
+class TokenDetailView(TokenViewMixin, APIView):
     @extend_schema(responses={204: None})
     def delete(self, request, token_id: int):
         get_object_or_404(selectors.tokens_of(request.user), pk=token_id)

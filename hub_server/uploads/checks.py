@@ -432,15 +432,15 @@ def run_checks(v: Validation) -> tuple[bool, list[dict]]:
             report += [skipped(n) for n, _ in CHECKS[index + 1 :]]
             return False, report
         except Exception as exc:  # a bug or an input no check foresaw: reject, and say so
-            log.exception("check %s crashed", name)
-            report.append(
-                report_entry(
-                    name,
-                    False,
-                    f"the check failed unexpectedly: {type(exc).__name__}: {exc}",
-                    started,
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                message = (
+                    f"validation took longer than HUB_VALIDATION_TIME_LIMIT "
+                    f"({settings.HUB_VALIDATION_TIME_LIMIT} s)"
                 )
-            )
+            else:
+                log.exception("check %s crashed", name)
+                message = f"the check failed unexpectedly: {type(exc).__name__}: {exc}"
+            report.append(report_entry(name, False, message, started))
             report += [skipped(n) for n, _ in CHECKS[index + 1 :]]
             return False, report
         report.append(report_entry(name, True, message, started))

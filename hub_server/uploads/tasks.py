@@ -1,5 +1,7 @@
 """Celery tasks of the upload workflow: three lines each, calling a service, safe to run twice."""
 
+import os
+
 from celery import shared_task
 from celery.signals import worker_init
 from django.conf import settings
@@ -28,6 +30,11 @@ def requeue_stuck_uploads_task() -> list[int]:
 def _warm_imports(**kwargs) -> None:
     # torch and transformers take seconds to import: pay that when the worker starts, not in the
     # first upload's validation.
+    import torch
     import transformers  # noqa: F401
 
     import adapters_core  # noqa: F401
+
+    # One intra-op thread per worker process: validations run in parallel as processes, and
+    # threads on top of them only oversubscribe the cores (HUB_VALIDATION_TORCH_THREADS to change).
+    torch.set_num_threads(int(os.environ.get("HUB_VALIDATION_TORCH_THREADS") or 1))
