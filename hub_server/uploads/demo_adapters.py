@@ -143,6 +143,6 @@ def publish_demo_adapters(say: Callable[[str], None] = log.info) -> list[Upload]
                 filename=f"{spec.name}.zip",
             )  # fmt: skip
             upload.refresh_from_db()
-        say(f"demo adapter @{ORG}/{spec.name}: upload {upload.pk} {upload.status} {upload.message}")
+        say(f"demo adapter @{ORG}/{spec.name}: upload {upload.pk} is {upload.status}")
         uploads.append(upload)
     return uploads
