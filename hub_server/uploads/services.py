@@ -264,7 +264,10 @@ def publish_validated(upload: Upload, v: checks.Validation):
             f"Publish {adapter.unique_id} version {version.version} (upload {upload.pk})",
             author,
         )
-        record_card_source(adapter, path, content, committed.blob)
+        if not committed.branch.startswith("upload/"):
+            # On a review branch the card is not in the synced branch yet: with a path recorded, a
+            # full sync would withdraw it. Unlinked, the sync adopts it by id once it is merged.
+            record_card_source(adapter, path, content, committed.blob)
     return version, committed
 
 

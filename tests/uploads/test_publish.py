@@ -99,6 +99,19 @@ def test_per_upload_branch_leaves_the_checked_out_branch_alone(
     assert hubrepo.read_card(repo, up.git_branch, path).startswith("type: text_task")
     assert git(repo, "status", "--porcelain") == ""
 
+    # Until the review branch is merged, a full sync of main must not withdraw the adapter ...
+    adapter = Adapter.objects.get(org="alice-lab", name=up.name)
+    assert sync_hub_repository(str(repo), branch="main", full=True).status == "succeeded"
+    adapter.refresh_from_db()
+    assert adapter.status == "active"
+    # ... and once merged, the sync adopts the card for the published adapter.
+    git(repo, "merge", "-q", "--ff-only", up.git_branch)
+    run = sync_hub_repository(str(repo), branch="main")
+    assert not run.errors and run.counts["adapter"]["added"] == 0
+    adapter.refresh_from_db()
+    assert (adapter.status, adapter.source_path) == ("active", path)
+    assert adapter.versions.get().file_status == "hosted"
+
 
 def test_publish_pushes_to_the_remote_when_configured(
     alice, tiny_adapter, tmp_path, settings, django_capture_on_commit_callbacks
