@@ -473,12 +473,31 @@ def list_models(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "HEAD"])
 def whoami(request: HttpRequest) -> HttpResponse:
-    """Tokens are not issued yet: every caller is anonymous, and whoami says so (401)."""
-    if request.headers.get("Authorization"):
-        message = "Invalid credentials in Authorization header"
-    else:
-        message = "Authorization header is missing: pass a token"
-    return JsonResponse({"error": message}, status=401)
+    """The user of a hub API token, in the shape huggingface_hub's `whoami()` reads."""
+    from hub_server.accounts.services import authenticate_secret
+
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return JsonResponse({"error": "Authorization header is missing: pass a token"}, status=401)
+    scheme, _, secret = header.partition(" ")
+    token = authenticate_secret(secret.strip()) if scheme.lower() == "bearer" else None
+    if token is None:
+        return JsonResponse({"error": "Invalid credentials in Authorization header"}, status=401)
+    user = token.user
+    orgs = [{"type": "org", "name": org.name} for org in user.organisations.order_by("name")]
+    return JsonResponse(
+        {
+            "type": "user",
+            "name": user.username,
+            "fullname": user.get_full_name() or user.username,
+            "email": user.email or None,
+            "orgs": orgs,
+            "auth": {
+                "type": "access_token",
+                "accessToken": {"displayName": token.name or "api token", "role": token.scope},
+            },
+        }
+    )
 
 
 def agent_harnesses(request: HttpRequest) -> HttpResponse:

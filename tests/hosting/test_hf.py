@@ -263,3 +263,22 @@ def test_interrupted_download_resumes_with_range(repo, live_server, tmp_path):
     assert Path(path).read_bytes() == big
     ranges = [r for r in proxy.requests if b"range: bytes=" in r.lower()]
     assert len(ranges) == 1 and b"bytes=10485760-" in ranges[0]
+
+
+def test_whoami_answers_for_a_hub_token(endpoint):
+    from huggingface_hub import HfApi
+
+    from hub_server.accounts import services as accounts
+
+    user = accounts.get_or_create_user("carol", "carol@example.org")
+    accounts.add_member(accounts.create_organisation("carol-lab", owner=user), user)
+    _, secret = accounts.create_token(user, name="laptop", scope="write")
+
+    me = HfApi(endpoint=endpoint).whoami(token=secret)
+    assert me["name"] == "carol"
+    assert [o["name"] for o in me["orgs"]] == ["carol-lab"]
+    assert me["auth"]["accessToken"]["role"] == "write"
+    wrong = requests.get(
+        f"{endpoint}/api/whoami-v2", headers={"Authorization": "Bearer ahub_wrong"}, timeout=10
+    )
+    assert wrong.status_code == 401
