@@ -442,6 +442,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--only", help="comma-separated endpoint names to run")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: install it with `apt-get install wrk`")
@@ -505,7 +506,8 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        psql(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+        if not args.keep:
+            psql(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
         flush_redis()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -40,6 +40,7 @@ def cached_api_view(prefix: str, vary: Callable | None = None, timeout: int = DE
                 current = generation()  # first use of this cache: start the counter
             stored = found.get(key)
             if stored is None or stored[0] != current:
+                request.catalog_generation = current  # for views that key memos by it
                 response = view(request, *args, **kwargs)
                 if getattr(response, "render", None) and not response.is_rendered:
                     response = response.render()

@@ -6,9 +6,15 @@ The adapter filters are also the facets: `/api/v1/facets/` counts, per filter fi
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import cached_property
+
 import django_filters as filters
 from django.db.models import F, Func, Q, TextField
 
+from hub_server.catalog.cache import generation
 from hub_server.catalog.models import Adapter, Architecture, Subtask, Task
 
 # ordering parameter -> ORDER BY; every ordering ends in the primary key so pages are stable, in
@@ -46,15 +52,61 @@ class AdapterSearchText(Func):
         super().__init__(org_name, F("model_name"), F("author"), F("description"))
 
 
-def search_adapters(queryset, term: str):
+@dataclass
+class ReferenceIds:
+    """Primary keys of the small reference tables by name (a name may have several: `wiki`)."""
+
+    task: dict[str, list[int]]
+    subtask: dict[str, list[int]]
+    architecture: dict[str, list[int]]
+    generation: int
+    loaded: float
+
+
+_reference_ids: ReferenceIds | None = None
+REFERENCE_IDS_TTL = 60.0
+
+
+def reference_ids(catalog_generation: int | None = None) -> ReferenceIds:
+    """Name -> ids of tasks, subtasks and architectures, kept per process for one catalogue
+    generation (and at most a minute, should the cache lose its counter).
+
+    Filters compare `task_id IN (<ids>)` instead of joining on the name: PostgreSQL then knows
+    the values when planning, and walks an index in list order instead of sorting a join."""
+    global _reference_ids
+    if catalog_generation is None:
+        catalog_generation = generation()
+    now = time.monotonic()
+    ids = _reference_ids
+    if ids is None or ids.generation != catalog_generation or now - ids.loaded > REFERENCE_IDS_TTL:
+        by_name = {}
+        for kind, rows in (
+            ("task", Task.objects.values_list("task", "pk")),
+            ("subtask", Subtask.objects.values_list("subtask", "pk")),
+            ("architecture", Architecture.objects.values_list("name", "pk")),
+        ):
+            by_name[kind] = defaultdict(list)
+            for name, pk in rows:
+                by_name[kind][name].append(pk)
+        ids = _reference_ids = ReferenceIds(**by_name, generation=catalog_generation, loaded=now)
+    return ids
+
+
+def forget_reference_ids() -> None:
+    global _reference_ids
+    _reference_ids = None
+
+
+def search_adapters(queryset, term: str, ids: ReferenceIds | None = None):
     """Case-insensitive substring search over id, model, author, description, task and subtask."""
     term = term.strip().lstrip("@").lower()
     if not term:
         return queryset
-    # Task and subtask names live in small tables: resolve them to ids first, so the OR below is
-    # a union of index scans rather than a join evaluated on every adapter row.
-    task_ids = list(Task.objects.filter(task__icontains=term).values_list("pk", flat=True))
-    subtask_ids = list(Subtask.objects.filter(subtask__icontains=term).values_list("pk", flat=True))
+    # Task and subtask names live in small tables: matched against their ids in memory, so the
+    # OR below is a union of index scans rather than a join evaluated on every adapter row.
+    ids = ids or reference_ids()
+    task_ids = [pk for name, pks in ids.task.items() if term in name.lower() for pk in pks]
+    subtask_ids = [pk for name, pks in ids.subtask.items() if term in name.lower() for pk in pks]
     match = Q(search_text__contains=term)
     if task_ids:
         match |= Q(task_id__in=task_ids)
@@ -65,12 +117,12 @@ def search_adapters(queryset, term: str):
 
 class AdapterFilter(filters.FilterSet):
     type = filters.CharFilter(field_name="type_id", help_text="adapter type, e.g. text_task")
-    task = filters.CharFilter(field_name="task__task", help_text="task id, e.g. sentiment")
-    subtask = filters.CharFilter(field_name="subtask__subtask", help_text="subtask id, e.g. sst-2")
+    task = filters.CharFilter(method="filter_reference", help_text="task id, e.g. sentiment")
+    subtask = filters.CharFilter(method="filter_reference", help_text="subtask id, e.g. sst-2")
     model_type = filters.CharFilter(help_text="e.g. bert")
     model_name = filters.CharFilter(help_text="e.g. bert-base-uncased")
     architecture = filters.CharFilter(
-        field_name="architecture__name", help_text="config.using, e.g. pfeiffer"
+        method="filter_reference", help_text="config.using, e.g. pfeiffer"
     )
     config_id = filters.CharFilter(field_name="config_hash", help_text="16-hex config hash")
     org = filters.CharFilter(help_text="organisation (the folder of the card)")
@@ -107,8 +159,25 @@ class AdapterFilter(filters.FilterSet):
         model = Adapter
         fields: list[str] = []
 
+    def get_form_class(self):
+        # django-filter builds a new form class per request; the filters never change.
+        cls = type(self)
+        form_class = cls.__dict__.get("_form_class_cache")
+        if form_class is None:
+            form_class = cls._form_class_cache = super().get_form_class()
+        return form_class
+
+    @cached_property
+    def reference_ids(self) -> ReferenceIds:
+        # The caching wrapper has read the catalogue generation already: reuse it.
+        return reference_ids(getattr(self.request, "catalog_generation", None))
+
+    def filter_reference(self, queryset, name, value):
+        ids = getattr(self.reference_ids, name).get(value, [])
+        return queryset.filter(**{f"{name}_id__in": ids})
+
     def filter_q(self, queryset, name, value):
-        return search_adapters(queryset, value)
+        return search_adapters(queryset, value, self.reference_ids)
 
     def filter_has_head(self, queryset, name, value):
         return queryset.filter(has_head=value == "true")

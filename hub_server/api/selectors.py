@@ -51,20 +51,21 @@ def active_adapters() -> QuerySet:
     return Adapter.objects.filter(status=ACTIVE)
 
 
-def adapter_rows() -> QuerySet:
-    return active_adapters().values(*ADAPTER_LIST_FIELDS)
+def adapter_rows(adapters: QuerySet | None = None) -> QuerySet:
+    """The list's columns of `adapters` (default: every active adapter) as `.values()` rows."""
+    return (adapters if adapters is not None else active_adapters()).values(*ADAPTER_LIST_FIELDS)
 
 
 # -- facets ----------------------------------------------------------------------------------
 
 
-def adapter_facets(params) -> dict:
+def adapter_facets(params, request=None) -> dict:
     """Counts per value of each filter field, under all OTHER filters of `params` (so a chosen
     value's siblings keep their counts), and the total under all of them."""
     params = params.copy()
     for ignored in ("ordering", "page", "page_size", "cursor"):
         params.pop(ignored, None)
-    filterset = AdapterFilter(params, queryset=active_adapters())
+    filterset = AdapterFilter(params, queryset=active_adapters(), request=request)
     if not filterset.is_valid():
         raise ValidationError(filterset.errors)
     total = filterset.qs.order_by().count()
@@ -72,7 +73,7 @@ def adapter_facets(params) -> dict:
     for facet, lookup in AdapterFilter.FACETS.items():
         others = params.copy()
         others.pop(facet, None)
-        queryset = AdapterFilter(others, queryset=active_adapters()).qs.order_by()
+        queryset = AdapterFilter(others, queryset=active_adapters(), request=request).qs.order_by()
         label = _FACET_LABELS.get(facet)
         rows = queryset.values(lookup).annotate(
             count=Count("id"), **({"label": Min(label)} if label else {})

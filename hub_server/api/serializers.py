@@ -137,6 +137,15 @@ class AdapterDetailSerializer(serializers.Serializer):
     updated = serializers.DateTimeField()
     load_snippet = serializers.CharField()
 
+    def to_representation(self, detail: dict) -> dict:
+        # `selectors.adapter_detail` already builds exactly these fields; only the timestamps
+        # need rendering. Skips DRF's per-request deep copy of ~40 declared fields.
+        return {
+            **detail,
+            "created": _DATETIME.to_representation(detail["created"]),
+            "updated": _DATETIME.to_representation(detail["updated"]),
+        }
+
 
 class FacetValueSerializer(serializers.Serializer):
     value = serializers.CharField(help_text="the filter value to pass back")

@@ -89,7 +89,10 @@ class AdapterListView(CatalogListView):
     pagination_class = PageOrCursorPagination
 
     def get_queryset(self):
-        return selectors.adapter_rows()
+        return selectors.active_adapters()
+
+    def as_rows(self, queryset):
+        return selectors.adapter_rows(queryset)
 
     @extend_schema(responses={200: serializers.AdapterListItemSerializer, **errors(400, 404)})
     def get(self, request, *args, **kwargs):
@@ -121,7 +124,7 @@ class FacetsView(ApiViewMixin, generics.GenericAPIView):
 
     @extend_schema(filters=True, responses={200: serializers.FacetsSerializer, **errors(400)})
     def get(self, request):
-        facets = selectors.adapter_facets(request.query_params)
+        facets = selectors.adapter_facets(request.query_params, request)
         return Response(serializers.FacetsSerializer(facets).data)
 
 

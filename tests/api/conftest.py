@@ -43,9 +43,13 @@ def catalog(django_db_setup, django_db_blocker, tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def clear_response_cache():
+    from hub_server.api.filters import forget_reference_ids
+
     cache.clear()
+    forget_reference_ids()  # its generation restarts with the cleared cache
     yield
     cache.clear()
+    forget_reference_ids()
 
 
 def snapshot_cards() -> list[dict]:
