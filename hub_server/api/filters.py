@@ -97,16 +97,33 @@ def forget_reference_ids() -> None:
     _reference_ids = None
 
 
+MIN_SUBSTRING = 3  # the shortest term a trigram index can look up
+
+
+def _matching(names: dict[str, list[int]], test) -> list[int]:
+    return [pk for name, pks in names.items() if test(name.lower()) for pk in pks]
+
+
 def search_adapters(queryset, term: str, ids: ReferenceIds | None = None):
-    """Case-insensitive substring search over id, model, author, description, task and subtask."""
+    """Case-insensitive substring search over id, model, author, description, task and subtask
+    (a term under 3 characters: an exact task, subtask, organisation or model type)."""
     term = term.strip().lstrip("@").lower()
     if not term:
         return queryset
     # Task and subtask names live in small tables: matched against their ids in memory, so the
     # OR below is a union of index scans rather than a join evaluated on every adapter row.
     ids = ids or reference_ids()
-    task_ids = [pk for name, pks in ids.task.items() if term in name.lower() for pk in pks]
-    subtask_ids = [pk for name, pks in ids.subtask.items() if term in name.lower() for pk in pks]
+    if len(term) < MIN_SUBSTRING:
+        # Two letters occur in nearly every description and no trigram index can find them:
+        # a short term is an exact task, subtask, organisation or model type (`en`, `ar`, `t5`).
+        return queryset.filter(
+            Q(task_id__in=_matching(ids.task, lambda name: name == term))
+            | Q(subtask_id__in=_matching(ids.subtask, lambda name: name == term))
+            | Q(org=term)
+            | Q(model_type=term)
+        )
+    task_ids = _matching(ids.task, lambda name: term in name)
+    subtask_ids = _matching(ids.subtask, lambda name: term in name)
     match = Q(search_text__contains=term)
     if task_ids:
         match |= Q(task_id__in=task_ids)

@@ -131,6 +131,15 @@ def test_search_finds_the_cards_that_mention_the_term(client, term):
     assert listed_ids(client, q=term) == expected
 
 
+@pytest.mark.parametrize("term", ["en", "AR", "t5", "ukp"[:2]])
+def test_short_search_terms_match_names_exactly(client, term):
+    t = term.lower()
+    expected = ids(
+        c for c in CARDS if t in (str(c["task"]), str(c["subtask"]), c["org"], c["model_type"])
+    )
+    assert listed_ids(client, q=term) == expected
+
+
 def test_search_sst2_finds_the_sst2_cards(client):
     found = listed_ids(client, q="sst-2")
     sst2_cards = ids(c for c in CARDS if c["subtask"] == "sst-2")
