@@ -471,6 +471,10 @@ def main() -> None:
         details = [f"/api/v1/adapters/{q(o)}/{q(n)}/" for o, n in data["details"]]
         endpoints = {
             "list": [f"/api/v1/adapters/?task={q(t)}&model_name={q(m)}" for t, m in data["combos"]],
+            "list cursor": [
+                f"/api/v1/adapters/?task={q(t)}&model_name={q(m)}&cursor="
+                for t, m in data["combos"]
+            ],
             "search": [f"/api/v1/adapters/?q={q(t)}" for t in data["terms"]],
             "detail": details,
             "facets": [f"/api/v1/facets/?task={q(t)}" for t in data["tasks"]],
@@ -488,8 +492,8 @@ def main() -> None:
             endpoints = {k: v for k, v in endpoints.items() if k in args.only.split(",")}
         floor_script = lua_script(tmp, "floor", ["/healthz"], cold=False)
         wrk(port, floor_script, 3, master)  # warm-up of the workers and their connections
-        plan = [("warm", n) for n in endpoints] + [
-            ("cold", n) for n in ("list", "search", "detail") if n in endpoints
+        plan = [("warm", n) for n in endpoints if n != "list cursor"] + [
+            ("cold", n) for n in ("list", "list cursor", "search", "detail") if n in endpoints
         ]
         results = []
         for mode, name in plan:
