@@ -39,3 +39,19 @@ def test_demo_catalogue_loads_and_reloads_as_a_noop(capsys):
     call_command("load_demo")
     assert "nothing changed" in capsys.readouterr().out
     assert SyncRun.objects.first().status == SyncRun.Status.NOOP
+
+
+def test_web_process_does_not_load_torch():
+    """Web workers stay small: torch loads only where weights are read (workers, commands)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import django, sys; django.setup(); import hub_server.urls, hub_server.wsgi; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "hub_server.settings"},
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "False"

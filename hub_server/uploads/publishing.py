@@ -17,15 +17,17 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import torch
 import yaml
 from django.conf import settings
 from django.db import transaction
 
 from hub_server import storage
+
+if TYPE_CHECKING:  # torch loads only where weights are read: the web process never needs it
+    import torch
 from hub_server.catalog import hubformat
 from hub_server.catalog.models import (
     Adapter,
@@ -322,8 +324,7 @@ def _complete_weights(
     if len(present) == 2:
         other = _read_weights(folder / present[1])
         same = tensors.keys() == other.keys() and all(
-            tensors[k].dtype == other[k].dtype and torch.equal(tensors[k], other[k])
-            for k in tensors
+            tensors[k].dtype == other[k].dtype and _equal(tensors[k], other[k]) for k in tensors
         )
         if not same:
             raise PublishError(f"{safe_name} and {bin_name} hold different tensors", "weights")
@@ -521,3 +522,9 @@ def render_card_yaml(adapter: Adapter, base_url: str | None = None) -> str:
     return yaml.safe_dump(
         card_data(adapter, base_url), sort_keys=False, allow_unicode=True, width=100
     )
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    import torch
+
+    return torch.equal(a, b)
