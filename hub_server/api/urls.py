@@ -1,6 +1,6 @@
 """Routes of the native REST API under /api/v1/.
 
-Read routes are wrapped in `cached_api_view` (catalog.cache's contract, one round trip): a warm GET is answered from the stored rendered bytes
+Read routes are wrapped in `catalog.cache.cached_view` (one cache round trip): a warm GET is answered from the stored rendered bytes
 before DRF, filtering or serialising run (and so before throttling: a cached page costs about
 what /healthz costs). Every route is wrapped in `json_errors`, and any other path is a JSON 404.
 """
@@ -11,8 +11,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from hub_server.api import views
-from hub_server.api.caching import cached_api_view
 from hub_server.api.exceptions import api_not_found, json_errors
+from hub_server.catalog.cache import cached_view
 
 
 def origin(request) -> str:
@@ -25,7 +25,7 @@ def origin_and_accept(request) -> str:
 
 
 def cached(prefix: str, view_class, vary=origin):
-    return json_errors(cached_api_view(prefix, vary=vary)(view_class.as_view()))
+    return json_errors(cached_view(prefix, vary=vary)(view_class.as_view()))
 
 
 urlpatterns = [

@@ -107,7 +107,7 @@ def test_a_failure_outside_drf_is_a_json_500(client, monkeypatch):
     def broken(*args, **kwargs):
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr("hub_server.api.caching.cache.get_many", broken)
+    monkeypatch.setattr("hub_server.catalog.cache.cache.get_many", broken)
     client.raise_request_exception = False
     response = client.get("/api/v1/tasks/")
     assert response.status_code == 500
