@@ -143,6 +143,8 @@ else:
             "OPTIONS": {"MAX_ENTRIES": 20000},
         }
     }
+# With Redis: the rendered responses each web process keeps in memory (0 turns it off).
+HUB_RESPONSE_MEMO_MB = env_int("HUB_RESPONSE_MEMO_MB", 64)
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL

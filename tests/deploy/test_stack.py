@@ -164,7 +164,13 @@ def test_stack_keeps_catalogue_files_and_history_across_restart(stack, tmp_path)
         lambda: any(r["status"] == "succeeded" and r["added"] for r in sync_runs(stack)),
         "the webhook's sync",
     )
+    # Both web workers hold the list in memory at the sync's generation...
+    listed = f"/api/v1/adapters/?org={ORG}"
+    assert {get(stack, listed).json()["count"] for _ in range(10)} == {0}
     token = push(stack, tmp_path)
+    # ...and the worker's publish reaches both of them before the next read: none serves the
+    # page it held.
+    assert {get(stack, listed).json()["count"] for _ in range(10)} == {1}
     before = observe(stack, token)
     (upload,) = before["uploads"]
     assert upload["status"] == "published" and upload["adapter"]["name"] == NAME
