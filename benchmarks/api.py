@@ -45,6 +45,7 @@ SNAPSHOT = ROOT.parent / "shared" / "hub-snapshot"
 DB_NAME = "adapterhub_bench"
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432").rstrip("/")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/13")
+HUB_DATA = ROOT / "var" / "bench-api-hub-data"
 
 TARGETS = {  # (mode, endpoint) -> (minimum ratio to the floor, maximum p99 ms)
     ("warm", "list"): (0.70, 20),
@@ -122,7 +123,7 @@ def django_env(tmp: Path) -> dict:
         "DJANGO_SECURE_HSTS_SECONDS": "0",
         "DJANGO_SECURE_COOKIES": "0",
         "LOG_LEVEL": "WARNING",
-        "HUB_DATA_DIR": str(tmp / "hub-data"),
+        "HUB_DATA_DIR": str(HUB_DATA),  # outlives the run with --keep, for --reuse
         "HUB_FILES_DIR": str(tmp / "hub-data" / "files"),
         "CELERY_BROKER_URL": "",
     }
@@ -279,6 +280,7 @@ def load_catalogue(cards: int, seed: int = 7) -> dict:
         sha1=blob.digests.sha1,
         file_status=AdapterVersion.FileStatus.HOSTED,
     )
+    hosted = host_repos(details[1 : HOSTED_REPOS + 1], rng)
     with connection.cursor() as cursor:
         cursor.execute(
             "EXPLAIN SELECT id FROM catalog_adapter WHERE status = 'active' AND lower(org || '/' ||"
@@ -296,8 +298,56 @@ def load_catalogue(cards: int, seed: int = 7) -> dict:
         "tasks": sorted({t.task for t in task_rows}),
         "models": sorted({m[0] for m in MODELS}),
         "download": (org, name),
+        "hosted": hosted,
         "search_plan": plan,
     }
+
+
+HOSTED_REPOS = 500
+
+
+def host_repos(adapters: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
+    """Version 1 of each of `adapters` hosted with the members of a saved adapter (small random
+    bytes), so /hf/ serves them as repos."""
+    from hub_server import storage
+    from hub_server.api.hf import git_blob_oid
+    from hub_server.catalog.models import AdapterVersion
+    from hub_server.uploads.models import VersionFile
+
+    members = {
+        "adapter_config.json": rng.randbytes(600),
+        "head_config.json": rng.randbytes(300),
+        "pytorch_adapter.bin": rng.randbytes(4000),
+        "pytorch_model_head.bin": rng.randbytes(2000),
+    }
+    stored = {path: (storage.store_bytes(data), data) for path, data in members.items()}
+    archive = storage.store_bytes(rng.randbytes(8000))
+    files = []
+    for version in AdapterVersion.objects.filter(
+        version="1", adapter__in=[a for a in _adapter_ids(adapters)]
+    ):
+        version.storage_key, version.size = archive.key, archive.digests.size
+        version.sha256, version.sha1 = archive.sha256, archive.digests.sha1
+        version.file_status = AdapterVersion.FileStatus.HOSTED
+        version.save()
+        for path, (blob, data) in stored.items():
+            files.append(
+                VersionFile(version=version, path=path, size=len(data), sha256=blob.sha256,
+                            git_oid=git_blob_oid(data), storage_key=blob.key)
+            )  # fmt: skip
+    VersionFile.objects.bulk_create(files)
+    return adapters
+
+
+def _adapter_ids(adapters: list[tuple[str, str]]) -> list[int]:
+    from django.db.models import Q
+
+    from hub_server.catalog.models import Adapter
+
+    wanted = Q(pk__in=[])
+    for org, name in adapters:
+        wanted |= Q(org=org, name=name)
+    return list(Adapter.objects.filter(wanted).values_list("id", flat=True))
 
 
 # -- the server and wrk ---------------------------------------------------------------------------
@@ -443,6 +493,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--only", help="comma-separated endpoint names to run")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the database a --keep run left (same --cards) instead of loading it again",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: install it with `apt-get install wrk`")
@@ -456,13 +511,26 @@ def main() -> None:
     env = django_env(tmp)
     os.environ.update({k: v for k, v in env.items() if k != "PYTHONPATH"})
     sys.path[:0] = [str(tmp), str(ROOT)]
-    psql(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
-    psql(f'CREATE DATABASE "{DB_NAME}"')
+    saved = ROOT / "var" / f"bench-api-{args.cards}.json"
+    reuse = args.reuse and saved.exists()
+    if not reuse:
+        psql(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+        psql(f'CREATE DATABASE "{DB_NAME}"')
     server = None
     try:
         started = time.perf_counter()
-        data = load_catalogue(args.cards)
-        print(f"loaded {args.cards} cards in {time.perf_counter() - started:.0f} s")
+        if reuse:
+            import django
+
+            django.setup()
+            data = json.loads(saved.read_text())
+            print(f"reusing {DB_NAME} ({args.cards} cards) as described in {saved}")
+        else:
+            data = load_catalogue(args.cards)
+            print(f"loaded {args.cards} cards in {time.perf_counter() - started:.0f} s")
+            if args.keep:
+                saved.parent.mkdir(exist_ok=True)
+                saved.write_text(json.dumps(data))
         print("search plan at this size:\n  " + data["search_plan"].replace("\n", "\n  "))
         port = free_port()
         server = start_server(env, port)
@@ -479,7 +547,7 @@ def main() -> None:
             "detail": details,
             "facets": [f"/api/v1/facets/?task={q(t)}" for t in data["tasks"]],
             "dist index": [f"/dist/v2/index/{m}.json" for m in data["models"]],
-            "hf model info": [f"/hf/api/models/{q(o)}/{q(n)}" for o, n in data["details"]],
+            "hf model info": [f"/hf/api/models/{q(o)}/{q(n)}" for o, n in data["hosted"]],
             "download 10 MB": [
                 "/api/v1/adapters/{}/{}/versions/1/download".format(*map(q, data["download"]))
             ],
@@ -512,6 +580,8 @@ def main() -> None:
         connections.close_all()
         if not args.keep:
             psql(f'DROP DATABASE IF EXISTS "{DB_NAME}"')
+            saved.unlink(missing_ok=True)
+            shutil.rmtree(HUB_DATA, ignore_errors=True)
         flush_redis()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,15 +1,30 @@
-"""Routes of the Hugging Face Hub compatible subset under /hf/ (see hub_server/api/hf.py)."""
+"""Routes of the Hugging Face Hub compatible subset under /hf/ (see hub_server/api/hf.py).
+
+The repo reads (model info, tree, search) are served from the catalogue's response cache
+(`catalog.cache.cached_view`) until the catalogue changes; file downloads stream from storage.
+"""
 
 from django.urls import path, re_path
 
 from hub_server.api import hf
+from hub_server.catalog.cache import cached_view
+
+
+def origin(request) -> str:
+    # A search's Link header is absolute, so the cache varies by the origin the client used.
+    return f"{request.scheme}://{request.get_host()}"
+
+
+models = cached_view("hf-models", vary=origin)(hf.list_models)
+model_info = cached_view("hf-model", vary=origin)(hf.model_info)
+tree = cached_view("hf-tree", vary=origin)(hf.tree)
 
 urlpatterns: list = [
-    path("api/models", hf.list_models, name="hf-models"),
-    path("api/models/<str:org>/<str:name>", hf.model_info, name="hf-model"),
-    path("api/models/<str:org>/<str:name>/revision/<path:rev>", hf.model_info, name="hf-revision"),
-    path("api/models/<str:org>/<str:name>/tree/<str:rev>", hf.tree, name="hf-tree"),
-    path("api/models/<str:org>/<str:name>/tree/<str:rev>/<path:folder>", hf.tree),
+    path("api/models", models, name="hf-models"),
+    path("api/models/<str:org>/<str:name>", model_info, name="hf-model"),
+    path("api/models/<str:org>/<str:name>/revision/<path:rev>", model_info, name="hf-revision"),
+    path("api/models/<str:org>/<str:name>/tree/<str:rev>", tree, name="hf-tree"),
+    path("api/models/<str:org>/<str:name>/tree/<str:rev>/<path:folder>", tree),
     path("api/whoami-v2", hf.whoami, name="hf-whoami"),
     path("api/agent-harnesses", hf.agent_harnesses),
     path("<str:org>/<str:name>/resolve/<str:rev>/<path:path>", hf.resolve, name="hf-resolve"),
