@@ -143,6 +143,8 @@ else:
             "OPTIONS": {"MAX_ENTRIES": 20000},
         }
     }
+# PREPARE hot catalogue reads once per PostgreSQL session (0 behind a transaction-mode pooler).
+HUB_DB_SERVER_PREPARE = env_int("HUB_DB_SERVER_PREPARE", 1) != 0
 # With Redis: the rendered responses each web process keeps in memory (0 turns it off).
 HUB_RESPONSE_MEMO_MB = env_int("HUB_RESPONSE_MEMO_MB", 64)
 

@@ -23,6 +23,7 @@ from hub_server.catalog.models import (
     SyncRun,
     Task,
 )
+from hub_server.catalog.prepared import PreparedQuery
 
 ACTIVE = Adapter.Status.ACTIVE
 
@@ -139,6 +140,61 @@ def adapter_api_path(api_root: str, org: str, name: str) -> str:
     return f"{api_root}adapters/{quote(org)}/{quote(name)}/"
 
 
+_DETAIL_FIELDS = (
+    "id",
+    "status",
+    "type_id",
+    "type__displayname",
+    "task__task",
+    "task__displayname",
+    "subtask__subtask",
+    "subtask__displayname",
+    "subtask__language",
+    "model_type",
+    "model_name",
+    "model_class",
+    "has_head",
+    "hidden_size",
+    "architecture__name",
+    "architecture__displayname",
+    "config",
+    "config_hash",
+    "default_version",
+    "author",
+    "email",
+    "url",
+    "github",
+    "twitter",
+    "citation",
+    "description",
+    "warnings",
+    "downloads",
+    "created_at",
+    "updated_at",
+)
+
+# The detail is the hottest uncached read: its two queries are compiled once (catalog.prepared).
+_detail_adapter = PreparedQuery(
+    lambda org, name: (
+        Adapter.objects.filter(org=org, name=name)
+        .annotate(has_dependencies=Exists(AdapterDependency.objects.filter(adapter=OuterRef("pk"))))
+        .values(*_DETAIL_FIELDS, "has_dependencies")[:1]
+    ),
+    org=str,
+    name=str,
+)
+_detail_versions = PreparedQuery(
+    lambda adapter_id: (
+        AdapterVersion.objects.filter(adapter_id=adapter_id)
+        .order_by("position")
+        .values(
+            "version", "score", "size", "sha1", "sha256", "description", "file_status", "downloads"
+        )
+    ),
+    adapter_id=int,
+)
+
+
 def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
     """The whole detail of `@org/name` as plain data. 404 unknown, 410 withdrawn.
 
@@ -146,78 +202,71 @@ def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
     """
     if "\x00" in org or "\x00" in name:  # no such id; PostgreSQL would reject the text
         raise NotFound(f"No adapter @{org}/{name}.")
-    adapter = (
-        Adapter.objects.select_related("type", "task", "subtask", "architecture")
-        .annotate(has_dependencies=Exists(AdapterDependency.objects.filter(adapter=OuterRef("pk"))))
-        .filter(org=org, name=name)
-        .first()
-    )
-    if adapter is None:
+    found = _detail_adapter.rows(org=org, name=name)
+    if not found:
         raise NotFound(f"No adapter @{org}/{name}.")
-    if adapter.status == Adapter.Status.WITHDRAWN:
+    adapter = found[0]
+    if adapter["status"] == Adapter.Status.WITHDRAWN:
         raise Gone(f"Adapter @{org}/{name} was withdrawn from the hub.")
     base = adapter_api_path(api_root, org, name)
     versions = [
         {
             **row,
-            "is_default": row["version"] == adapter.default_version,
+            "is_default": row["version"] == adapter["default_version"],
             "download_url": f"{base}versions/{quote(row['version'], safe='')}/download",
         }
-        for row in AdapterVersion.objects.filter(adapter=adapter)
-        .order_by("position")
-        .values(
-            "version",
-            "score",
-            "size",
-            "sha1",
-            "sha256",
-            "description",
-            "file_status",
-            "downloads",
-        )
+        for row in _detail_versions.rows(adapter_id=adapter["id"])
     ]
-    identifier = f"{adapter.task.task}/{adapter.subtask.subtask}@{org}"
+    task, subtask, model_name = (
+        adapter["task__task"],
+        adapter["subtask__subtask"],
+        adapter["model_name"],
+    )
+    architecture = adapter["architecture__name"]
+    identifier = f"{task}/{subtask}@{org}"
     return {
-        "id": adapter.unique_id,
+        "id": f"@{org}/{name}",
         "org": org,
         "name": name,
         "identifier": identifier,
-        "status": adapter.status,
-        "type": adapter.type_id,
-        "type_displayname": adapter.type.displayname,
-        "task": adapter.task.task,
-        "task_displayname": adapter.task.displayname,
-        "subtask": adapter.subtask.subtask,
-        "subtask_displayname": adapter.subtask.displayname,
-        "language": adapter.subtask.language,
-        "model_type": adapter.model_type,
-        "model_name": adapter.model_name,
-        "model_class": adapter.model_class,
-        "has_head": adapter.has_head,
-        "hidden_size": adapter.hidden_size,
-        "architecture": adapter.architecture.name,
-        "architecture_displayname": adapter.architecture.displayname,
-        "config": adapter.config,
-        "config_id": adapter.config_hash,
-        "default_version": adapter.default_version,
+        "status": adapter["status"],
+        "type": adapter["type_id"],
+        "type_displayname": adapter["type__displayname"],
+        "task": task,
+        "task_displayname": adapter["task__displayname"],
+        "subtask": subtask,
+        "subtask_displayname": adapter["subtask__displayname"],
+        "language": adapter["subtask__language"],
+        "model_type": adapter["model_type"],
+        "model_name": model_name,
+        "model_class": adapter["model_class"],
+        "has_head": adapter["has_head"],
+        "hidden_size": adapter["hidden_size"],
+        "architecture": architecture,
+        "architecture_displayname": adapter["architecture__displayname"],
+        "config": adapter["config"],
+        "config_id": adapter["config_hash"],
+        "default_version": adapter["default_version"],
         "versions": versions,
-        "author": adapter.author,
-        "email": adapter.email,
-        "url": adapter.url,
-        "github": adapter.github,
-        "github_url": social_url(adapter.github, "github.com"),
-        "twitter": adapter.twitter,
-        "twitter_url": social_url(adapter.twitter, "twitter.com"),
-        "citation": adapter.citation,
-        "description": adapter.description,
-        "dependencies": _dependencies(adapter, api_root) if adapter.has_dependencies else [],
-        "warnings": adapter.warnings,
-        "downloads": adapter.downloads,
-        "created": adapter.created_at,
-        "updated": adapter.updated_at,
-        "load_snippet": load_snippet(
-            identifier, adapter.model_name, adapter.architecture.name, hub_url
+        "author": adapter["author"],
+        "email": adapter["email"],
+        "url": adapter["url"],
+        "github": adapter["github"],
+        "github_url": social_url(adapter["github"], "github.com"),
+        "twitter": adapter["twitter"],
+        "twitter_url": social_url(adapter["twitter"], "twitter.com"),
+        "citation": adapter["citation"],
+        "description": adapter["description"],
+        "dependencies": (
+            _dependencies(adapter["id"], model_name, api_root)
+            if adapter["has_dependencies"]
+            else []
         ),
+        "warnings": adapter["warnings"],
+        "downloads": adapter["downloads"],
+        "created": adapter["created_at"],
+        "updated": adapter["updated_at"],
+        "load_snippet": load_snippet(identifier, model_name, architecture, hub_url),
     }
 
 
@@ -225,13 +274,13 @@ _IDENTIFIER = re.compile(r"^(?P<task>[^/@]+)/(?P<subtask>[^/@]+)@(?P<org>[^/@]+)
 _UNIQUE_ID = re.compile(r"^@?(?P<org>[^/@]+)/(?P<name>[^/@]+)$")
 
 
-def _dependencies(adapter: Adapter, api_root: str) -> list[dict]:
+def _dependencies(adapter_id: int, model_name: str, api_root: str) -> list[dict]:
     """The card's dependencies, each with the API link of the adapter its key names, if known:
     `org/name` directly; `task/subtask@org` as `load_adapter` would resolve it for this adapter's
     base model without a config (the legacy index's subtask default: the last `pfeiffer` card in
     path order, else the first card)."""
     deps = list(
-        AdapterDependency.objects.filter(adapter=adapter)
+        AdapterDependency.objects.filter(adapter_id=adapter_id)
         .order_by("position")
         .values("key", "description")
     )
@@ -245,7 +294,7 @@ def _dependencies(adapter: Adapter, api_root: str) -> list[dict]:
                 task__task=m["task"],
                 subtask__subtask=m["subtask"],
                 org=m["org"],
-                model_name=adapter.model_name,
+                model_name=model_name,
             )
         elif m := _UNIQUE_ID.match(key):
             wanted |= Q(org=m["org"], name=m["name"])
@@ -263,7 +312,7 @@ def _dependencies(adapter: Adapter, api_root: str) -> list[dict]:
                 c
                 for c in candidates
                 if (c["task__task"], c["subtask__subtask"], c["org"], c["model_name"])
-                == (m["task"], m["subtask"], m["org"], adapter.model_name)
+                == (m["task"], m["subtask"], m["org"], model_name)
             ]
             pfeiffer = [c for c in same if c["architecture__name"] == "pfeiffer"]
             match = (pfeiffer or same or [None])[-1 if pfeiffer else 0]
