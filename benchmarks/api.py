@@ -124,7 +124,7 @@ def django_env(tmp: Path) -> dict:
         "DJANGO_SECURE_COOKIES": "0",
         "LOG_LEVEL": "WARNING",
         "HUB_DATA_DIR": str(HUB_DATA),  # outlives the run with --keep, for --reuse
-        "HUB_FILES_DIR": str(tmp / "hub-data" / "files"),
+        "HUB_FILES_DIR": str(HUB_DATA / "files"),
         "CELERY_BROKER_URL": "",
     }
 

@@ -30,6 +30,14 @@ class CatalogPageNumberPagination(PageNumberPagination):
     max_page_size = 100
 
     def paginate_queryset(self, queryset, request, view=None):
+        rows = _rows(view, queryset)
+        return self.paginate(
+            request, lambda offset, limit: list(rows[offset : offset + limit]), queryset.count
+        )
+
+    def paginate(self, request, fetch, count) -> list:
+        """The page of `request`: `fetch(offset, limit)` reads rows, `count()` counts them all
+        (only called when the page is full)."""
         self.request = request
         size = self.get_page_size(request)
         raw = request.query_params.get(self.page_query_param) or "1"
@@ -45,11 +53,11 @@ class CatalogPageNumberPagination(PageNumberPagination):
                 f"Invalid page {number}: page numbers reach {MAX_OFFSET:,} rows; "
                 "use cursor paging (?cursor=) to go deeper."
             )
-        rows = list(_rows(view, queryset)[offset : offset + size + 1])
+        rows = fetch(offset, size + 1)
         if not rows and number > 1:
             raise NotFound(f"Invalid page {number}: that page contains no results.")
         if len(rows) > size:
-            self.count = queryset.count()
+            self.count = count()
             rows = rows[:size]
         else:
             self.count = offset + len(rows)

@@ -7,13 +7,14 @@ each reference table one annotated SELECT, the detail two small SELECTs (four wh
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from django.db.models import Count, Exists, Min, OuterRef, Q, QuerySet
 from rest_framework.exceptions import NotFound, ValidationError
 
 from hub_server.api.exceptions import Gone
-from hub_server.api.filters import AdapterFilter
+from hub_server.api.filters import DEFAULT_ORDERING, ORDERINGS, AdapterFilter, ReferenceIds
 from hub_server.catalog.models import (
     Adapter,
     AdapterDependency,
@@ -55,6 +56,121 @@ def active_adapters() -> QuerySet:
 def adapter_rows(adapters: QuerySet | None = None) -> QuerySet:
     """The list's columns of `adapters` (default: every active adapter) as `.values()` rows."""
     return (adapters if adapters is not None else active_adapters()).values(*ADAPTER_LIST_FIELDS)
+
+
+# -- the list, prepared ----------------------------------------------------------------------
+
+# Filters of AdapterFilter that are one exact column match: the prepared list's whole vocabulary.
+_EXACT_FILTERS = {
+    "type": "type_id",
+    "model_type": "model_type",
+    "model_name": "model_name",
+    "config_id": "config_hash",
+    "org": "org",
+}
+_REFERENCE_FILTERS = ("task", "subtask", "architecture")
+_MAX_LIST_SHAPES = 256
+
+
+@dataclass
+class PreparedPage:
+    """The rows and count of one filtered, ordered list as prepared statements (see
+    `prepared_adapter_list`)."""
+
+    rows_query: PreparedQuery | None
+    count_query: PreparedQuery | None
+    values: dict
+
+    def rows(self, offset: int, limit: int) -> list[dict]:
+        if self.rows_query is None:  # a reference filter that names nothing: no rows
+            return []
+        return self.rows_query.rows(**self.values, offset=offset, limit=limit)
+
+    def count(self) -> int:
+        if self.count_query is None:
+            return 0
+        found = self.count_query.rows(**self.values)
+        return found[0]["count"] if found else 0
+
+
+_list_shapes: dict[tuple, tuple[PreparedQuery, PreparedQuery]] = {}
+
+
+def prepared_adapter_list(params, ids: ReferenceIds) -> PreparedPage | None:
+    """The page-numbered adapter list of `params` as prepared statements, or None where the
+    request needs AdapterFilter itself: a search, a cursor, a value the filter would reject (its
+    400 says why), or a new combination of filters once `_MAX_LIST_SHAPES` are prepared.
+
+    Same semantics as AdapterFilter: values are stripped, empty ones ignored, the last of a
+    repeated parameter wins, other parameters are ignored.
+    """
+    if "q" in params or "cursor" in params:
+        return None
+    values, shape = {}, []
+    for name, lookup in _EXACT_FILTERS.items():
+        value = (params.get(name) or "").strip()
+        if "\x00" in value:
+            return None
+        if value:
+            values[name] = value
+            shape.append((lookup, name, 1))
+    empty = False
+    for name in _REFERENCE_FILTERS:
+        value = (params.get(name) or "").strip()
+        if "\x00" in value:
+            return None
+        if value:
+            pks = getattr(ids, name).get(value, [])
+            empty = empty or not pks
+            values.update({f"{name}_{i}": pk for i, pk in enumerate(pks)})
+            shape.append((f"{name}_id__in", name, len(pks)))
+    has_head = (params.get("has_head") or "").strip()
+    ordering = (params.get("ordering") or "").strip() or DEFAULT_ORDERING
+    if has_head not in ("", "true", "false") or ordering not in ORDERINGS:
+        return None
+    if has_head:
+        shape.append(("has_head", has_head == "true", 0))
+    if empty:
+        return PreparedPage(None, None, {})
+    key = (tuple(shape), ordering)
+    queries = _list_shapes.get(key)
+    if queries is None:
+        if len(_list_shapes) >= _MAX_LIST_SHAPES:
+            return None
+        queries = _list_shapes.setdefault(key, _prepare_list_shape(shape, ordering))
+    return PreparedPage(*queries, values)
+
+
+def _prepare_list_shape(shape: list[tuple], ordering: str) -> tuple[PreparedQuery, PreparedQuery]:
+    slots = {}
+    for lookup, name, n in shape:
+        if lookup.endswith("__in"):
+            slots.update({f"{name}_{i}": int for i in range(n)})
+        elif n:
+            slots[name] = str
+
+    def filtered(**values):
+        adapters = active_adapters()
+        for lookup, name, n in shape:
+            if lookup.endswith("__in"):
+                adapters = adapters.filter(**{lookup: [values[f"{name}_{i}"] for i in range(n)]})
+            elif n:
+                adapters = adapters.filter(**{lookup: values[name]})
+            else:  # has_head: the choice is part of the shape
+                adapters = adapters.filter(has_head=name)
+        return adapters
+
+    rows = PreparedQuery(
+        lambda **v: adapter_rows(filtered(**v)).order_by(*ORDERINGS[ordering]), paged=True, **slots
+    )
+    # COUNT as a one-group aggregate: every listed adapter has the same (active) status.
+    count = PreparedQuery(
+        lambda **v: (
+            filtered(**v).order_by().values("status").annotate(count=Count("id")).values("count")
+        ),
+        **slots,
+    )
+    return rows, count
 
 
 # -- facets ----------------------------------------------------------------------------------

@@ -64,12 +64,21 @@ class PreparedQuery:
     """`build(**values)` returns a `.values()` queryset; `rows(**values)` runs it as prepared.
 
     `slots` names each parameter and its type (str or int); the queryset must pass each value to
-    the database as it is (an exact lookup or an IN list item), which compiling checks.
+    the database as it is (an exact lookup or an IN list item), which compiling checks. With
+    `paged`, the (unsliced) queryset gets `LIMIT %s OFFSET %s` with the slots `limit` and
+    `offset`, so every page of a listing is one statement.
     """
 
-    def __init__(self, build: Callable[..., QuerySet], using: str = "default", **slots: type):
+    def __init__(
+        self,
+        build: Callable[..., QuerySet],
+        using: str = "default",
+        paged: bool = False,
+        **slots: type,
+    ):
         self.build = build
         self.using = using
+        self.paged = paged
         self.slots = slots
         self._local = threading.local()
 
@@ -97,6 +106,12 @@ class PreparedQuery:
             constants.append(None if name is not None else value)
         if missing := set(self.slots) - seen:
             raise ValueError(f"slots {sorted(missing)} do not appear in the query's parameters")
+        if self.paged:
+            if queryset.query.is_sliced:
+                raise ValueError("a paged query is sliced by its limit and offset slots")
+            sql += " LIMIT %s OFFSET %s"
+            slots += [(len(constants), "limit"), (len(constants) + 1, "offset")]
+            constants += [None, None]
         query = queryset.query
         names = [*query.extra_select, *query.values_select, *query.annotation_select]
         fields = [s[0] for s in compiler.select[: compiler.col_count]]

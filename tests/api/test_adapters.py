@@ -241,9 +241,13 @@ def test_a_list_that_fits_one_page_needs_no_count_query(client, django_assert_nu
     from hub_server.api.filters import reference_ids
 
     reference_ids()  # loaded once per catalogue generation and process (3 small queries)
+    # The first list of each combination of filters PREPAREs its statements (once per
+    # connection); `_first` keeps that request out of the response cache.
+    client.get(LIST, {"task": "sentiment", "model_name": "bert-base-uncased", "_first": 1})
     with django_assert_num_queries(1):
         body = client.get(LIST, {"task": "sentiment", "model_name": "bert-base-uncased"}).json()
     assert body["count"] == len(body["results"]) == 3
+    client.get(LIST, {"task": "sentiment", "page_size": 5, "_first": 1})
     with django_assert_num_queries(2):  # not the last page: COUNT + SELECT
         body = client.get(LIST, {"task": "sentiment", "page_size": 5}).json()
     assert body["count"] == 17 and len(body["results"]) == 5

@@ -47,3 +47,55 @@ def test_a_value_the_orm_rewrites_cannot_be_prepared(catalog):
     )
     with pytest.raises(ValueError, match="unchanged"):
         prepared.rows(term="sst")
+
+
+LIST_QUERIES = [
+    "",
+    "page=2",
+    "page=3&page_size=7",
+    "page_size=100",
+    "page_size=1000",  # capped at 100
+    "page_size=abc",  # the default size
+    "task=sentiment",
+    "task=sentiment&model_name=bert-base-uncased",
+    "task=%20sentiment%20&model_name=bert-base-uncased&ordering=name",
+    "subtask=sst-2&ordering=-updated",
+    "architecture=pfeiffer&has_head=true&ordering=downloads",
+    "architecture=houlsby&has_head=false&page=2&page_size=5",
+    "type=text_lang&ordering=-name",
+    "model_type=bert&org=ukp&ordering=updated",
+    "org=ukp&task=",
+    "task=no-such-task",
+    "task=sentiment&task=nli",  # the last one wins
+    "config_id=0000000000000000",
+    "unknown=1&task=nli",
+    "ordering=",
+    "has_head=",
+    "page=999",  # 404
+    "page=0",  # 404
+    "has_head=maybe",  # 400, from the filter
+    "ordering=-nope",  # 400, from the filter
+    "org=a%00b",  # 400, from the filter
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", LIST_QUERIES)
+def test_prepared_list_answers_exactly_as_the_filter(catalog, client, monkeypatch, query):
+    from hub_server.api import selectors
+
+    url = f"/api/v1/adapters/?{query}&_n="
+    prepared = client.get(url + "prepared")
+    real = selectors.prepared_adapter_list
+    used = []
+    monkeypatch.setattr(
+        selectors, "prepared_adapter_list", lambda *a: used.append(real(*a)) or None
+    )
+    filtered = client.get(url + "filter")
+    assert prepared.status_code == filtered.status_code
+    assert prepared.content.replace(b"prepared", b"filter") == filtered.content
+    if prepared.status_code == 200:
+        assert prepared.json()["results"] or query.startswith(("task=no-such", "config_id"))
+    # the prepared path served every request it can serve
+    can_serve = used[0] is not None
+    assert can_serve == (not any(bad in query for bad in ("maybe", "nope", "%00")))
