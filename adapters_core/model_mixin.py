@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import loading
+from . import kernels, loading
 from .composition import (
     AdapterCompositionBlock,
     Fuse,
@@ -152,6 +152,7 @@ class ModelAdaptersMixin:
             object.__setattr__(base, "adapters_config", state)
         for method in METHODS:
             method.attach(base, spec, state)
+        kernels.attach(self)  # type: ignore[arg-type]
         base.register_forward_pre_hook(_replicate_for_parallel, with_kwargs=True)
 
     @property

@@ -17,6 +17,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import ModelOutput
 
+from ..kernels import Dropout
 from ..methods.base import Activation
 
 
@@ -79,7 +80,7 @@ class PredictionHead(nn.Sequential):
         bias = self.config.get("bias", True)
         n_layers = self.config["layers"]
         for layer_id in range(n_layers):
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
             if layer_id < n_layers - 1:
                 layers.append(nn.Linear(hidden, hidden))
                 if self.config["activation_function"]:

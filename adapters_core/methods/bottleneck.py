@@ -27,6 +27,7 @@ from ..composition import (
 from ..configuration import AdapterConfig, BnConfig, ConfigUnion
 from ..context import AdapterSetup, ForwardContext
 from ..errors import AdapterConfigError, CompositionError
+from ..kernels import Dropout
 from .base import Activation, AdapterMethod
 from .fusion import AdapterFusionLayer
 
@@ -106,7 +107,7 @@ class BottleneckAdapter(nn.Module):
             self.adapter_norm_after = nn.LayerNorm(input_size)
         if self.use_gating:
             self.gate = nn.Linear(input_size, 1)
-        self.dropout = nn.Dropout(p=config.dropout)
+        self.dropout = Dropout(p=config.dropout)
         if config.stochastic_depth:
             self.DropPath = StochasticDepth(float(config.stochastic_depth))
         self._init_weights(config)

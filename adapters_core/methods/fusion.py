@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..kernels import Dropout
+
 
 class AdapterFusionLayer(nn.Module):
     """Parameter names as in the reference (``query``, ``key``, ``value`` without bias)."""
@@ -15,7 +17,7 @@ class AdapterFusionLayer(nn.Module):
         super().__init__()
         self.config = config
         self.dense_size = hidden_size
-        self.dropout = nn.Dropout(dropout_prob)
+        self.dropout = Dropout(dropout_prob)
         if not config["query"] and not config["key"] and not config["value"]:
             self.dense = nn.Linear(hidden_size, 1)
         if config["query"]:
