@@ -3,11 +3,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from django.conf import settings
 from rest_framework import serializers
 
 _DATETIME = serializers.DateTimeField()
+_NO_OFFSET = timedelta(0)
+
+
+def render_datetime(value: datetime | None) -> str | None:
+    """What `serializers.DateTimeField().to_representation` renders (ISO 8601 in the current time
+    zone, `Z` for UTC) in a tenth of its time for the aware UTC values the database returns: a
+    list page renders twenty of them."""
+    if value is None or settings.TIME_ZONE != "UTC" or value.tzinfo is None:
+        return _DATETIME.to_representation(value)
+    if value.utcoffset() != _NO_OFFSET:
+        value = value.astimezone(UTC)
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -65,7 +80,7 @@ class AdapterListItemSerializer(serializers.Serializer):
             "author": row["author"],
             "description": row["description"],
             "downloads": row["downloads"],
-            "updated": _DATETIME.to_representation(row["updated_at"]),
+            "updated": render_datetime(row["updated_at"]),
             "url": f"{self.context['api_root']}adapters/{quote(org)}/{quote(name)}/",
         }
 
@@ -142,8 +157,8 @@ class AdapterDetailSerializer(serializers.Serializer):
         # need rendering. Skips DRF's per-request deep copy of ~40 declared fields.
         return {
             **detail,
-            "created": _DATETIME.to_representation(detail["created"]),
-            "updated": _DATETIME.to_representation(detail["updated"]),
+            "created": render_datetime(detail["created"]),
+            "updated": render_datetime(detail["updated"]),
         }
 
 

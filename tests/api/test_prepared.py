@@ -99,3 +99,21 @@ def test_prepared_list_answers_exactly_as_the_filter(catalog, client, monkeypatc
     # the prepared path served every request it can serve
     can_serve = used[0] is not None
     assert can_serve == (not any(bad in query for bad in ("maybe", "nope", "%00")))
+
+
+def test_fast_datetime_rendering_is_drf_rendering():
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from rest_framework import serializers
+
+    from hub_server.api.serializers import render_datetime
+
+    drf = serializers.DateTimeField()
+    for value in (
+        datetime(2024, 5, 1, 12, 3, 4, 123456, tzinfo=UTC),
+        datetime(2024, 5, 1, 12, 3, 4, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2024, 2, 29, 0, 0, tzinfo=timezone(timedelta(hours=-8))),
+        None,
+    ):
+        assert render_datetime(value) == drf.to_representation(value), value
