@@ -421,3 +421,24 @@ def test_detail_is_a_fixed_number_of_queries(client, django_assert_num_queries):
         assert client.get(f"/api/v1/adapters/{dependent['org']}/{dependent['name']}/").json()[
             "dependencies"
         ]
+
+
+@pytest.mark.parametrize("ordering", ["-downloads", "downloads", "-updated", "updated", "name"])
+def test_search_pages_keep_the_order_whichever_way_they_are_read(client, ordering, monkeypatch):
+    """A search reads its page by sorting the matches when they are few and by walking the
+    order's index when they are many: both give the same pages."""
+    from hub_server.api import selectors
+
+    def pages(**params):
+        found = []
+        for page in (1, 2, 3):
+            response = client.get(
+                LIST, {"q": "sst-2", "ordering": ordering, "page_size": 4, "page": page, **params}
+            )
+            found.append([a["id"] for a in response.json()["results"]])
+        return found
+
+    sorted_pages = pages()
+    monkeypatch.setattr(selectors, "SEARCH_SORT_MATCHES", 0)  # every search walks the index
+    walked_pages = pages(_walk=1)
+    assert sorted_pages == walked_pages and all(len(p) == 4 for p in sorted_pages)
