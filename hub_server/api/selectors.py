@@ -1,7 +1,8 @@
 """Reads of the REST API: querysets of `.values()` rows and the composed detail of one adapter.
 
 Every read is a fixed number of queries, whatever the page size: the list is COUNT + one SELECT,
-each reference table one annotated SELECT, the detail two small SELECTs (four when the card has dependencies).
+each reference table one annotated SELECT, the detail one SELECT on PostgreSQL (two elsewhere;
+two more when the card has dependencies).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import quote
 
+from django.contrib.postgres.aggregates import JSONBAgg
+from django.db import connection
 from django.db.models import (
     Count,
     DateTimeField,
@@ -19,12 +22,15 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     IntegerField,
+    JSONField,
     Min,
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Value,
 )
+from django.db.models.functions import JSONObject
 from rest_framework.exceptions import NotFound, ValidationError
 
 from hub_server.api.exceptions import Gone
@@ -339,25 +345,69 @@ _DETAIL_FIELDS = (
 )
 
 # The detail is the hottest uncached read: its two queries are compiled once (catalog.prepared).
+_VERSION_FIELDS = (
+    "version",
+    "score",
+    "size",
+    "sha1",
+    "sha256",
+    "description",
+    "file_status",
+    "downloads",
+)
+
+
+def _detail_adapters(org: str, name: str, versions_inline: bool) -> QuerySet:
+    adapters = Adapter.objects.filter(org=org, name=name).annotate(
+        has_dependencies=Exists(AdapterDependency.objects.filter(adapter=OuterRef("pk")))
+    )
+    fields = [*_DETAIL_FIELDS, "has_dependencies"]
+    if versions_inline:  # PostgreSQL: the versions ride along as one JSON array
+        versions = (
+            AdapterVersion.objects.filter(adapter=OuterRef("pk"))
+            .order_by()
+            .values("adapter")
+            .annotate(
+                rows=JSONBAgg(JSONObject(**{f: f for f in _VERSION_FIELDS}), order_by="position")
+            )
+            .values("rows")
+        )
+        adapters = adapters.annotate(version_rows=Subquery(versions, output_field=JSONField()))
+        fields.append("version_rows")
+    return adapters.values(*fields)[:1]
+
+
+# The detail is the hottest uncached read: its queries are compiled once (catalog.prepared), and
+# on PostgreSQL they are one.
 _detail_adapter = PreparedQuery(
-    lambda org, name: (
-        Adapter.objects.filter(org=org, name=name)
-        .annotate(has_dependencies=Exists(AdapterDependency.objects.filter(adapter=OuterRef("pk"))))
-        .values(*_DETAIL_FIELDS, "has_dependencies")[:1]
-    ),
-    org=str,
-    name=str,
+    lambda org, name: _detail_adapters(org, name, versions_inline=False), org=str, name=str
+)
+_detail_adapter_and_versions = PreparedQuery(
+    lambda org, name: _detail_adapters(org, name, versions_inline=True), org=str, name=str
 )
 _detail_versions = PreparedQuery(
     lambda adapter_id: (
         AdapterVersion.objects.filter(adapter_id=adapter_id)
         .order_by("position")
-        .values(
-            "version", "score", "size", "sha1", "sha256", "description", "file_status", "downloads"
-        )
+        .values(*_VERSION_FIELDS)
     ),
     adapter_id=int,
 )
+VERSIONS_INLINE = True  # on PostgreSQL; off only to test the portable path against it
+
+
+def _adapter_and_versions(org: str, name: str) -> tuple[dict | None, list[dict]]:
+    if VERSIONS_INLINE and connection.vendor == "postgresql":
+        found = _detail_adapter_and_versions.rows(org=org, name=name)
+        if not found:
+            return None, []
+        adapter = found[0]
+        rows = adapter.pop("version_rows") or []
+        return adapter, [{f: row[f] for f in _VERSION_FIELDS} for row in rows]
+    found = _detail_adapter.rows(org=org, name=name)
+    if not found:
+        return None, []
+    return found[0], _detail_versions.rows(adapter_id=found[0]["id"])
 
 
 def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
@@ -367,10 +417,9 @@ def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
     """
     if "\x00" in org or "\x00" in name:  # no such id; PostgreSQL would reject the text
         raise NotFound(f"No adapter @{org}/{name}.")
-    found = _detail_adapter.rows(org=org, name=name)
-    if not found:
+    adapter, version_rows = _adapter_and_versions(org, name)
+    if adapter is None:
         raise NotFound(f"No adapter @{org}/{name}.")
-    adapter = found[0]
     if adapter["status"] == Adapter.Status.WITHDRAWN:
         raise Gone(f"Adapter @{org}/{name} was withdrawn from the hub.")
     base = adapter_api_path(api_root, org, name)
@@ -380,7 +429,7 @@ def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
             "is_default": row["version"] == adapter["default_version"],
             "download_url": f"{base}versions/{quote(row['version'], safe='')}/download",
         }
-        for row in _detail_versions.rows(adapter_id=adapter["id"])
+        for row in version_rows
     ]
     task, subtask, model_name = (
         adapter["task__task"],

@@ -117,3 +117,32 @@ def test_fast_datetime_rendering_is_drf_rendering():
         None,
     ):
         assert render_datetime(value) == drf.to_representation(value), value
+
+
+@pytest.mark.django_db
+def test_detail_in_one_query_equals_the_portable_two(
+    catalog, monkeypatch, django_assert_num_queries
+):
+    from hub_server.api import selectors
+
+    adapters = list(Adapter.objects.values_list("org", "name"))
+    assert len(adapters) > 250
+
+    def details():
+        return [
+            selectors.adapter_detail(o, n, "http://hub/api/v1/", "http://hub")
+            for o, n in adapters
+            if Adapter.objects.get(org=o, name=n).status != Adapter.Status.WITHDRAWN
+        ]
+
+    one = details()
+    monkeypatch.setattr(selectors, "VERSIONS_INLINE", False)
+    two = details()
+    assert one == two
+    assert sum(len(d["versions"]) for d in one) > len(one)  # some cards list several versions
+    org, name = next(d["id"].lstrip("@").split("/") for d in one if not d["dependencies"])
+    selectors.adapter_detail(org, name, "http://hub/api/v1/", "http://hub")
+    monkeypatch.setattr(selectors, "VERSIONS_INLINE", True)
+    selectors.adapter_detail(org, name, "http://hub/api/v1/", "http://hub")  # prepared
+    with django_assert_num_queries(1):
+        selectors.adapter_detail(org, name, "http://hub/api/v1/", "http://hub")
