@@ -119,20 +119,28 @@ def _attention_with_dropout(
     """softmax(q k^T * scaling + mask), dropped out, times v; returns (batch, seq, heads, dim)."""
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    # the scales go on the small operands: q (for the softmax) and v (for the dropout)
-    scores = torch.matmul(query * scaling, key.transpose(-1, -2))
+    batch, heads, length, dim = query.shape
+    # 3-D operands for bmm (the copies matmul would make anyway); both scales ride on the GEMMs'
+    # alpha instead of extra passes over q and v
+    q = query.reshape(batch * heads, length, dim)
+    k = key.reshape(batch * heads, key.shape[2], dim)
+    v = value.reshape(batch * heads, value.shape[2], value.shape[3])
+    unused = q.new_zeros(())
+    scores = torch.baddbmm(unused, q, k.transpose(1, 2), beta=0.0, alpha=scaling)
+    scores = scores.view(batch, heads, length, k.shape[1])
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, float("-inf"))
         else:
             scores = scores + attention_mask
     probs = torch.softmax(scores, dim=-1)
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
         # a query row with every key masked out gives zeros, as SDPA's math path does
         probs = probs.nan_to_num(0.0)
     keep = torch.rand(probs.shape, dtype=probs.dtype).ge_(p)
-    output = torch.matmul(probs * keep, value * (1.0 / (1.0 - p)))
-    return output.transpose(1, 2).contiguous()
+    dropped = (probs * keep).view(batch * heads, length, k.shape[1])
+    output = torch.baddbmm(unused, dropped, v, beta=0.0, alpha=1.0 / (1.0 - p))
+    return output.view(batch, heads, length, v.shape[2]).transpose(1, 2).contiguous()
 
 
 def _register_attention() -> None:

@@ -430,8 +430,8 @@ class BottleneckLayerMixin(nn.Module):
             elif child in self.adapters:
                 children.append(self._compose_single(child, state))
         if children:
-            ups = torch.stack([c.bottleneck_up for c in children])  # type: ignore[misc]
-            ups = ups.permute(1, 2, 0, 3)
+            # (batch, seq, n_adapters, hidden), contiguous for the fusion layer's projections
+            ups = torch.stack([c.bottleneck_up for c in children], dim=2)  # type: ignore[misc]
             ctx = ForwardContext.get_context()
             want_attn = ctx is not None and ctx.output_adapter_fusion_attentions
             fused = self.adapter_fusion_layer[setup.name](

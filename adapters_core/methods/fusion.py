@@ -10,6 +10,17 @@ from torch import nn
 from ..kernels import Dropout
 
 
+def _per_token(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)`` for x of shape (batch, seq, n_adapters, hidden), as one GEMM with its bias.
+
+    ``F.linear`` fuses the bias only into 2-D and contiguous 3-D inputs; a 4-D one costs a
+    matmul, a separate add and, in backward, a slow strided sum for the bias gradient.
+    """
+    if x.dim() == 4 and x.is_contiguous():
+        return linear(x.flatten(1, 2)).unflatten(1, x.shape[1:3])
+    return linear(x)
+
+
 class AdapterFusionLayer(nn.Module):
     """Parameter names as in the reference (``query``, ``key``, ``value`` without bias)."""
 
@@ -54,9 +65,9 @@ class AdapterFusionLayer(nn.Module):
         if self.config["residual_before"]:
             value = value + residual[:, :, None, :]
         query_layer = self.query(query) if self.config["query"] else query
-        key_layer = self.key(key) if self.config["key"] else key
+        key_layer = _per_token(self.key, key) if self.config["key"] else key
         if self.config["value"] and self.config["value_before_softmax"]:
-            value_layer = self.value(value)
+            value_layer = _per_token(self.value, value)
         else:
             value_layer = value
         scores = torch.matmul(query_layer.unsqueeze(2), key_layer.transpose(-2, -1)).squeeze(2)
