@@ -10,17 +10,6 @@ from torch import nn
 from ..kernels import Dropout
 
 
-def _per_token(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``linear(x)`` for x of shape (batch, seq, n_adapters, hidden), as one GEMM with its bias.
-
-    ``F.linear`` fuses the bias only into 2-D and contiguous 3-D inputs; a 4-D one costs a
-    matmul, a separate add and, in backward, a slow strided sum for the bias gradient.
-    """
-    if x.dim() == 4 and x.is_contiguous():
-        return linear(x.flatten(1, 2)).unflatten(1, x.shape[1:3])
-    return linear(x)
-
-
 class AdapterFusionLayer(nn.Module):
     """Parameter names as in the reference (``query``, ``key``, ``value`` without bias)."""
 
@@ -61,23 +50,26 @@ class AdapterFusionLayer(nn.Module):
         residual: torch.Tensor,
         output_attentions: bool = False,
     ) -> Any:
-        # key/value: (batch, seq, n_adapters, hidden); query/residual: (batch, seq, hidden)
+        # key/value: (batch, seq, n_adapters, hidden); query/residual: (batch, seq, hidden).
+        # The projections are linear, so they act on the per-token query and the weighted sum
+        # instead of on every adapter's output: key(u) . q = u . (W_k^T q) + b_k . q, and
+        # sum_n p_n value(u_n) = value(sum_n p_n u_n) (no bias). Same function, half the GEMMs.
         if self.config["residual_before"]:
             value = value + residual[:, :, None, :]
         query_layer = self.query(query) if self.config["query"] else query
-        key_layer = _per_token(self.key, key) if self.config["key"] else key
-        if self.config["value"] and self.config["value_before_softmax"]:
-            value_layer = _per_token(self.value, value)
+        if self.config["key"]:
+            projected = query_layer @ self.key.weight
+            scores = torch.matmul(key, projected.unsqueeze(-1)).squeeze(-1)
+            scores = scores + (query_layer @ self.key.bias).unsqueeze(-1)
         else:
-            value_layer = value
-        scores = torch.matmul(query_layer.unsqueeze(2), key_layer.transpose(-2, -1)).squeeze(2)
+            scores = torch.matmul(key, query_layer.unsqueeze(-1)).squeeze(-1)
         scores = self.dropout(scores)
         probs = torch.softmax(scores / self.T, dim=-1)
         if self.training:
             # temperature annealing, as in the reference (only moves while T > 1)
             self.T = max(self.T - self.reduction, 1.0)
-        context = torch.matmul(probs.unsqueeze(2), value_layer).squeeze(2)
-        if self.config["value"] and not self.config["value_before_softmax"]:
+        context = torch.matmul(probs.unsqueeze(2), value).squeeze(2)
+        if self.config["value"]:
             context = self.value(context)
         if not self.config["residual_before"]:
             context = context + residual
