@@ -4,9 +4,10 @@ On the CPU, PyTorch's dropout draws its keep-mask with ``bernoulli_`` (about thr
 cost of ``torch.rand`` for the same number of draws) and SDPA with ``dropout_p > 0`` falls back
 to its math path (scaled scores, a ``_safe_softmax`` that scans for fully masked rows, then that
 slow dropout). Adapter training runs both in every frozen layer, so they are a large share of a
-step. Here the keep-mask is ``rand >= p``: a 24-bit uniform float against ``p``, the draw
-PyTorch's own CPU Bernoulli makes, so each element is still kept with probability ``1 - p`` and
-scaled by ``1 / (1 - p)``.
+step. Here the keep-mask is ``rand >= p``: a 24-bit uniform float against ``p``, as PyTorch's
+own CPU Bernoulli draws it, so each element is still kept, independently, with probability
+``1 - p`` (to 2^-24) and scaled by ``1 / (1 - p)``. The mask is one ``torch.rand`` away from the
+default generator, so ``torch.manual_seed`` still fixes it.
 
 Everything else (inference, other devices, other dtypes) goes to PyTorch's or transformers' own
 implementation unchanged. :func:`attach` puts both kernels into a model.
@@ -19,6 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.integrations.sdpa_attention import (
+    sdpa_attention_forward as _transformers_sdpa,
+)
 
 ATTENTION_NAME = "adapters_core_sdpa"
 
@@ -93,9 +97,7 @@ def sdpa_attention_forward(
         and (attention_mask is None or attention_mask.dtype in (torch.bool, query.dtype))
     ):
         return _attention_with_dropout(query, key, value, attention_mask, dropout, scaling), None
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward as sdpa
-
-    return sdpa(
+    return _transformers_sdpa(
         module,
         query,
         key,
