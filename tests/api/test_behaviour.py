@@ -157,3 +157,12 @@ def test_schema_and_docs_are_served_without_a_cdn(client):
     html = docs.content.decode()
     assert "/static/drf_spectacular_sidecar/" in html
     assert "cdn." not in html and "unpkg" not in html
+
+
+def test_api_answers_json_whatever_the_accept_header(client):
+    # The cache serves the same bytes to every client, so the uncached path must too.
+    for accept in ("text/html", "application/xml", "*/*", ""):
+        response = client.get("/api/v1/adapters/?page_size=2", HTTP_ACCEPT=accept)
+        assert response.status_code == 200, accept
+        assert response["Content-Type"] == "application/json"
+        assert len(response.json()["results"]) == 2
