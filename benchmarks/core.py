@@ -1,7 +1,7 @@
 """adapters_core against the reference ``adapters`` 1.3.0 on the real MiniLM model, on CPU.
 
     scripts/reference_venv.sh              # once: var/ref-venv with adapters 1.3.0
-    .venv/bin/python benchmarks/core.py    # [--rounds 7] [--train-steps 2] [--infer-steps 3]
+    .venv/bin/python benchmarks/core.py    # [--rounds 11] [--train-steps 2] [--infer-steps 3]
 
 For each method (seq_bn, double_seq_bn, par_bn, seq_bn_inv, fusion of two seq_bn) and for the
 plain model (transformers' BertForSequenceClassification, fully trainable) it measures the
@@ -312,7 +312,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", choices=sorted(PYTHONS), help=argparse.SUPPRESS)
     parser.add_argument("--cases", default=",".join(CASES), type=lambda s: s.split(","))
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--train-steps", type=int, default=2)
     parser.add_argument("--infer-steps", type=int, default=3)
     parser.add_argument("--json", help="also write every step time to this file")
