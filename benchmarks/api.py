@@ -323,9 +323,7 @@ def host_repos(adapters: list[tuple[str, str]], rng: random.Random) -> list[tupl
     stored = {path: (storage.store_bytes(data), data) for path, data in members.items()}
     archive = storage.store_bytes(rng.randbytes(8000))
     files = []
-    for version in AdapterVersion.objects.filter(
-        version="1", adapter__in=[a for a in _adapter_ids(adapters)]
-    ):
+    for version in AdapterVersion.objects.filter(version="1", adapter__in=_adapter_ids(adapters)):
         version.storage_key, version.size = archive.key, archive.digests.size
         version.sha256, version.sha1 = archive.sha256, archive.digests.sha1
         version.file_status = AdapterVersion.FileStatus.HOSTED

@@ -15,12 +15,7 @@ from rest_framework.exceptions import NotFound
 from frontend import selectors
 from frontend.sizes import size_comparison
 from hub_server.api.exceptions import Gone
-from hub_server.catalog.cache import cached_view
-
-
-def _origin(request) -> str:
-    # Pages hold absolute URLs (the load snippets), so the cache varies by the origin used.
-    return f"{request.scheme}://{request.get_host()}"
+from hub_server.catalog.cache import cached_view, origin
 
 
 def page_cache(prefix: str):
@@ -28,7 +23,8 @@ def page_cache(prefix: str):
     header and CSRF token are theirs alone). Browsers revalidate with the ETag every time."""
 
     def decorator(view):
-        cached = cached_view(f"page:{prefix}", vary=_origin)(view)
+        # Pages hold absolute URLs (the load snippets): the cache varies by origin.
+        cached = cached_view(f"page:{prefix}", vary=origin)(view)
 
         @functools.wraps(view)
         def wrapper(request, *args, **kwargs):

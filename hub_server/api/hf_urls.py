@@ -7,14 +7,9 @@ The repo reads (model info, tree, search) are served from the catalogue's respon
 from django.urls import path, re_path
 
 from hub_server.api import hf
-from hub_server.catalog.cache import cached_view
+from hub_server.catalog.cache import cached_view, origin
 
-
-def origin(request) -> str:
-    # A search's Link header is absolute, so the cache varies by the origin the client used.
-    return f"{request.scheme}://{request.get_host()}"
-
-
+# A search's Link header is absolute: every cached /hf/ read varies by the client's origin.
 models = cached_view("hf-models", vary=origin)(hf.list_models)
 model_info = cached_view("hf-model", vary=origin)(hf.model_info)
 tree = cached_view("hf-tree", vary=origin)(hf.tree)

@@ -31,6 +31,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import JSONObject
+from django_filters import CharFilter
 from rest_framework.exceptions import NotFound, ValidationError
 
 from hub_server.api.exceptions import Gone
@@ -80,37 +81,34 @@ def adapter_rows(adapters: QuerySet | None = None) -> QuerySet:
 
 # -- the list, prepared ----------------------------------------------------------------------
 
-# Filters of AdapterFilter that are one exact column match: the prepared list's whole vocabulary.
+# AdapterFilter's own vocabulary, read from it: filters that are one exact column match, and the
+# filters on the small task/subtask/architecture tables (names mapped to ids in memory).
 _EXACT_FILTERS = {
-    "type": "type_id",
-    "model_type": "model_type",
-    "model_name": "model_name",
-    "config_id": "config_hash",
-    "org": "org",
+    name: f.field_name
+    for name, f in AdapterFilter.base_filters.items()
+    if isinstance(f, CharFilter) and f.method is None
 }
-_REFERENCE_FILTERS = ("task", "subtask", "architecture")
+_REFERENCE_FILTERS = tuple(
+    name for name, f in AdapterFilter.base_filters.items() if f.method == "filter_reference"
+)
 _MAX_LIST_SHAPES = 256
 
 
 @dataclass
 class PreparedPage:
     """The rows and count of one filtered, ordered list as prepared statements (see
-    `prepared_adapter_list`)."""
+    `prepared_adapter_list`); no statements for a reference filter that names nothing."""
 
-    rows_query: PreparedQuery | None
-    count_query: PreparedQuery | None
+    queries: tuple[PreparedQuery, PreparedQuery] | None
     values: dict
 
     def rows(self, offset: int, limit: int) -> list[dict]:
-        if self.rows_query is None:  # a reference filter that names nothing: no rows
+        if self.queries is None:
             return []
-        return self.rows_query.rows(**self.values, offset=offset, limit=limit)
+        return self.queries[0].rows(**self.values, offset=offset, limit=limit)
 
     def count(self) -> int:
-        if self.count_query is None:
-            return 0
-        found = self.count_query.rows(**self.values)
-        return found[0]["count"] if found else 0
+        return self.queries[1].rows(**self.values)[0]["count"] if self.queries else 0
 
 
 _list_shapes: dict[tuple, tuple[PreparedQuery, PreparedQuery]] = {}
@@ -126,47 +124,43 @@ def prepared_adapter_list(params, ids: ReferenceIds) -> PreparedPage | None:
     """
     if "q" in params or "cursor" in params:
         return None
-    values, shape = {}, []
+    cleaned = {name: (params.get(name) or "").strip() for name in AdapterFilter.base_filters}
+    if any("\x00" in value for value in cleaned.values()):
+        return None
+    has_head, ordering = cleaned["has_head"], cleaned["ordering"] or DEFAULT_ORDERING
+    if has_head not in ("", "true", "false") or ordering not in ORDERINGS:
+        return None
+    # shape: (lookup, slot name, number of values) per filter; the values go in the slots.
+    values, shape, empty = {}, [], False
     for name, lookup in _EXACT_FILTERS.items():
-        value = (params.get(name) or "").strip()
-        if "\x00" in value:
-            return None
-        if value:
-            values[name] = value
+        if cleaned[name]:
+            values[name] = cleaned[name]
             shape.append((lookup, name, 1))
-    empty = False
     for name in _REFERENCE_FILTERS:
-        value = (params.get(name) or "").strip()
-        if "\x00" in value:
-            return None
-        if value:
-            pks = getattr(ids, name).get(value, [])
+        if cleaned[name]:
+            pks = getattr(ids, name).get(cleaned[name], [])
             empty = empty or not pks
             values.update({f"{name}_{i}": pk for i, pk in enumerate(pks)})
             shape.append((f"{name}_id__in", name, len(pks)))
-    has_head = (params.get("has_head") or "").strip()
-    ordering = (params.get("ordering") or "").strip() or DEFAULT_ORDERING
-    if has_head not in ("", "true", "false") or ordering not in ORDERINGS:
-        return None
-    if has_head:
-        shape.append(("has_head", has_head == "true", 0))
     if empty:
-        return PreparedPage(None, None, {})
-    key = (tuple(shape), ordering)
+        return PreparedPage(None, {})
+    key = (tuple(shape), has_head, ordering)
     queries = _list_shapes.get(key)
     if queries is None:
         if len(_list_shapes) >= _MAX_LIST_SHAPES:
             return None
-        queries = _list_shapes.setdefault(key, _prepare_list_shape(shape, ordering))
-    return PreparedPage(*queries, values)
+        queries = _list_shapes.setdefault(key, _prepare_list_shape(*key))
+    return PreparedPage(queries, values)
 
 
-def _prepare_list_shape(shape: list[tuple], ordering: str) -> tuple[PreparedQuery, PreparedQuery]:
+def _prepare_list_shape(
+    shape: tuple[tuple[str, str, int], ...], has_head: str, ordering: str
+) -> tuple[PreparedQuery, PreparedQuery]:
     slots = {}
     for lookup, name, n in shape:
         if lookup.endswith("__in"):
             slots.update({f"{name}_{i}": int for i in range(n)})
-        elif n:
+        else:
             slots[name] = str
 
     def filtered(**values):
@@ -174,10 +168,10 @@ def _prepare_list_shape(shape: list[tuple], ordering: str) -> tuple[PreparedQuer
         for lookup, name, n in shape:
             if lookup.endswith("__in"):
                 adapters = adapters.filter(**{lookup: [values[f"{name}_{i}"] for i in range(n)]})
-            elif n:
+            else:
                 adapters = adapters.filter(**{lookup: values[name]})
-            else:  # has_head: the choice is part of the shape
-                adapters = adapters.filter(has_head=name)
+        if has_head:  # true or false: part of the shape, not a slot
+            adapters = adapters.filter(has_head=has_head == "true")
         return adapters
 
     rows = PreparedQuery(
@@ -344,7 +338,6 @@ _DETAIL_FIELDS = (
     "updated_at",
 )
 
-# The detail is the hottest uncached read: its two queries are compiled once (catalog.prepared).
 _VERSION_FIELDS = (
     "version",
     "score",

@@ -12,12 +12,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from hub_server.api import views
 from hub_server.api.exceptions import api_not_found, json_errors
-from hub_server.catalog.cache import cached_view
-
-
-def origin(request) -> str:
-    # Responses hold absolute links, so the cache varies by the origin the client used.
-    return f"{request.scheme}://{request.get_host()}"
+from hub_server.catalog.cache import cached_view, origin
 
 
 def origin_and_accept(request) -> str:

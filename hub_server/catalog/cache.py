@@ -77,11 +77,8 @@ def advance_generation(backend) -> int:
 
 def redis_client(backend):
     """The redis-py client behind a Django Redis cache backend, or None for any other backend."""
-    inner = getattr(backend, "_cache", None)
-    get_client = getattr(inner, "get_client", None)
-    if get_client is None or not hasattr(inner, "_get_connection_pool"):
-        return None
-    return get_client(write=True)
+    get_client = getattr(getattr(backend, "_cache", None), "get_client", None)
+    return get_client(write=True) if get_client is not None else None
 
 
 def generation_channel(backend) -> str:
@@ -206,17 +203,17 @@ class ResponseMemo:
                 _, evicted = self._entries.popitem(last=False)
                 self._bytes -= len(evicted[1])
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-
 
 watch = GenerationWatch()
 memo = ResponseMemo(getattr(settings, "HUB_RESPONSE_MEMO_MB", 64) * 1024 * 1024)
 
 
 STORED_HEADERS = ("Content-Type", "Cache-Control", "Link", "Vary")
+
+
+def origin(request: HttpRequest) -> str:
+    """A `vary` for views whose bodies hold absolute URLs: the scheme and host the client used."""
+    return f"{request.scheme}://{request.get_host()}"
 
 
 def response_key(prefix: str, request: HttpRequest, vary: str = "") -> str:
@@ -244,9 +241,9 @@ def cached_view(prefix: str, timeout: int = DEFAULT_TIMEOUT, vary: Callable | No
             known = watch.current() if memo.max_bytes else None
             stored = memo.get(key, known) if known is not None else None
             if stored is None:
-                stored, current = _from_cache(request, key, view, args, kwargs, timeout)
+                stored, passed_on = _from_cache(request, key, view, args, kwargs, timeout)
                 if stored is None:  # not a page to store: an error, a redirect, a stream
-                    return current
+                    return passed_on
                 if known is not None:
                     memo.put(key, stored)
             _, body, headers, etag = stored
@@ -266,13 +263,13 @@ def cached_view(prefix: str, timeout: int = DEFAULT_TIMEOUT, vary: Callable | No
 
 
 def _from_cache(request, key, view, args, kwargs, timeout):
-    """(stored entry, generation) from the shared cache, rendering and storing the page on a
-    miss; (None, response) when the response is not one to store."""
+    """(stored entry, None) from the shared cache, rendering and storing the page on a miss;
+    (None, response) when the view's response is not one to store."""
     found = cache.get_many([GENERATION_KEY, key])
     current = found.get(GENERATION_KEY) or generation()
     stored = found.get(key)
     if stored is not None and stored[0] == current:
-        return stored, current
+        return stored, None
     request.catalog_generation = current  # for views that memoise by generation
     response = view(request, *args, **kwargs)
     if getattr(response, "render", None) and not response.is_rendered:
@@ -286,4 +283,4 @@ def _from_cache(request, key, view, args, kwargs, timeout):
     # this entry stale at once.
     stored = (current, body, headers, etag)
     cache.set(key, stored, timeout)
-    return stored, current
+    return stored, None

@@ -123,9 +123,8 @@ class PreparedQuery:
             return
         name = next(_statement_names)
         cursor.execute(f"PREPARE {name} AS {_numbered_placeholders(compiled.sql)}")
-        compiled.sql = f"EXECUTE {name}({', '.join(['%s'] * len(compiled.params))})"
-        if not compiled.params:
-            compiled.sql = f"EXECUTE {name}"
+        arguments = ", ".join(["%s"] * len(compiled.params))
+        compiled.sql = f"EXECUTE {name}({arguments})" if arguments else f"EXECUTE {name}"
         compiled.session = connection.connection
 
     def rows(self, **values) -> list[dict]:

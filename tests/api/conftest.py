@@ -6,6 +6,7 @@ The response cache is cleared before every test: a test's rolled-back writes mus
 cached pages behind.
 """
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,22 @@ def snapshot_cards() -> list[dict]:
 
 def ids(cards) -> set[str]:
     return {f"@{c['org']}/{c['name']}" for c in cards}
+
+
+SCRATCH_REDIS = "redis://127.0.0.1:6379/14"
+
+
+@pytest.fixture
+def redis_backend():
+    """Makes Django Redis cache backends on a scratch Redis database, all with one fresh key
+    prefix (as the processes of one hub share theirs); skips where no Redis runs."""
+    import redis
+
+    from hub_server.cache_backends import RedisCache
+
+    try:
+        redis.Redis.from_url(SCRATCH_REDIS).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = f"test-{uuid.uuid4().hex}"
+    return lambda: RedisCache(SCRATCH_REDIS, {"KEY_PREFIX": prefix})

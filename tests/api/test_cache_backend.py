@@ -1,22 +1,11 @@
 """The Redis cache backend that reuses its client (hub_server/cache_backends.py)."""
 
-import uuid
-
 import pytest
-import redis
-
-from hub_server.cache_backends import RedisCache
-
-LOCATION = "redis://127.0.0.1:6379/14"
 
 
 @pytest.fixture
-def redis_cache():
-    try:
-        redis.Redis.from_url(LOCATION).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    cache = RedisCache(LOCATION, {"KEY_PREFIX": f"test-{uuid.uuid4().hex}"})
+def redis_cache(redis_backend):
+    cache = redis_backend()
     yield cache
     cache.delete_many(["a", "n", "gone"])
 

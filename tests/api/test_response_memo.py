@@ -2,36 +2,25 @@
 (hub_server/catalog/cache.py), against a real Redis."""
 
 import time
-import uuid
 
 import pytest
-import redis
 
 from hub_server.cache_backends import RedisCache
 from hub_server.catalog.cache import (
+    GENERATION_KEY,
     GenerationWatch,
     ResponseMemo,
     advance_generation,
     generation,
 )
 
-LOCATION = "redis://127.0.0.1:6379/14"
-
 
 @pytest.fixture
-def two_processes():
+def two_processes(redis_backend):
     """Two cache backends on one Redis and key prefix, as two web processes of one hub have."""
-    try:
-        redis.Redis.from_url(LOCATION).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    prefix = f"test-{uuid.uuid4().hex}"
-    mine, theirs = (
-        RedisCache(LOCATION, {"KEY_PREFIX": prefix}),
-        RedisCache(LOCATION, {"KEY_PREFIX": prefix}),
-    )
+    mine, theirs = redis_backend(), redis_backend()
     yield mine, theirs
-    mine.clear()
+    mine.delete(GENERATION_KEY)
 
 
 def eventually(condition, timeout: float = 5.0):
