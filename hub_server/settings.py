@@ -147,6 +147,11 @@ else:
 HUB_DB_SERVER_PREPARE = env_int("HUB_DB_SERVER_PREPARE", 1) != 0
 # With Redis: the rendered responses each web process keeps in memory (0 turns it off).
 HUB_RESPONSE_MEMO_MB = env_int("HUB_RESPONSE_MEMO_MB", 64)
+# Searches (`?q=`) answered from an index in each web process's memory (hub_server/api/
+# search_index.py), rebuilt when the catalogue changes: in the request up to this many adapters,
+# in a background thread above it (the SQL search answers meanwhile).
+HUB_SEARCH_INDEX = env_bool("HUB_SEARCH_INDEX", True)
+HUB_SEARCH_INDEX_INLINE_MAX = env_int("HUB_SEARCH_INDEX_INLINE_MAX", 20_000)
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL

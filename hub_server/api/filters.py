@@ -100,14 +100,22 @@ def forget_reference_ids() -> None:
 MIN_SUBSTRING = 3  # the shortest term a trigram index can look up
 
 
-def _matching(names: dict[str, list[int]], test) -> list[int]:
+def matching_names(names: dict[str, list[int]], test) -> list[int]:
+    """Primary keys of the reference rows whose lowercased name passes `test`."""
     return [pk for name, pks in names.items() if test(name.lower()) for pk in pks]
+
+
+def normalise_term(term: str) -> str:
+    """A search term as it is matched: trimmed, without a leading @ (an id), lowercase."""
+    return term.strip().lstrip("@").lower()
 
 
 def search_adapters(queryset, term: str, ids: ReferenceIds | None = None):
     """Case-insensitive substring search over id, model, author, description, task and subtask
-    (a term under 3 characters: an exact task, subtask, organisation or model type)."""
-    term = term.strip().lstrip("@").lower()
+    (a term under 3 characters: an exact task, subtask, organisation or model type).
+
+    `search_index.SearchIndex.matching` answers the same from memory; change both together."""
+    term = normalise_term(term)
     if not term:
         return queryset
     # Task and subtask names live in small tables: matched against their ids in memory, so the
@@ -117,13 +125,13 @@ def search_adapters(queryset, term: str, ids: ReferenceIds | None = None):
         # Two letters occur in nearly every description and no trigram index can find them:
         # a short term is an exact task, subtask, organisation or model type (`en`, `ar`, `t5`).
         return queryset.filter(
-            Q(task_id__in=_matching(ids.task, lambda name: name == term))
-            | Q(subtask_id__in=_matching(ids.subtask, lambda name: name == term))
+            Q(task_id__in=matching_names(ids.task, lambda name: name == term))
+            | Q(subtask_id__in=matching_names(ids.subtask, lambda name: name == term))
             | Q(org=term)
             | Q(model_type=term)
         )
-    task_ids = _matching(ids.task, lambda name: term in name)
-    subtask_ids = _matching(ids.subtask, lambda name: term in name)
+    task_ids = matching_names(ids.task, lambda name: term in name)
+    subtask_ids = matching_names(ids.subtask, lambda name: term in name)
     match = Q(search_text__contains=term)
     if task_ids:
         match |= Q(task_id__in=task_ids)

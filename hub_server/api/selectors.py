@@ -34,6 +34,7 @@ from django.db.models.functions import JSONObject
 from django_filters import CharFilter
 from rest_framework.exceptions import NotFound, ValidationError
 
+from hub_server.api import search_index
 from hub_server.api.exceptions import Gone
 from hub_server.api.filters import DEFAULT_ORDERING, ORDERINGS, AdapterFilter, ReferenceIds
 from hub_server.catalog.models import (
@@ -114,22 +115,30 @@ class PreparedPage:
 _list_shapes: dict[tuple, tuple[PreparedQuery, PreparedQuery]] = {}
 
 
-def prepared_adapter_list(params, ids: ReferenceIds) -> PreparedPage | None:
-    """The page-numbered adapter list of `params` as prepared statements, or None where the
-    request needs AdapterFilter itself: a search, a cursor, a value the filter would reject (its
-    400 says why), or a new combination of filters once `_MAX_LIST_SHAPES` are prepared.
-
-    Same semantics as AdapterFilter: values are stripped, empty ones ignored, the last of a
-    repeated parameter wins, other parameters are ignored.
+def clean_list_params(params) -> dict | None:
+    """AdapterFilter's values of a page-numbered list request, as it reads them (stripped, empty
+    ones ignored, the last of a repeated parameter winning, other parameters ignored), with the
+    ordering filled in; None for a cursor or a value the filter would reject (its 400 says why).
     """
-    if "q" in params or "cursor" in params:
+    if "cursor" in params:
         return None
     cleaned = {name: (params.get(name) or "").strip() for name in AdapterFilter.base_filters}
     if any("\x00" in value for value in cleaned.values()):
         return None
-    has_head, ordering = cleaned["has_head"], cleaned["ordering"] or DEFAULT_ORDERING
-    if has_head not in ("", "true", "false") or ordering not in ORDERINGS:
+    cleaned["ordering"] = cleaned["ordering"] or DEFAULT_ORDERING
+    if cleaned["has_head"] not in ("", "true", "false") or cleaned["ordering"] not in ORDERINGS:
         return None
+    return cleaned
+
+
+def prepared_adapter_list(params, ids: ReferenceIds) -> PreparedPage | None:
+    """The page-numbered adapter list of `params` as prepared statements, or None where the
+    request needs AdapterFilter itself: a search, a cursor, a value the filter would reject, or a
+    new combination of filters once `_MAX_LIST_SHAPES` are prepared."""
+    cleaned = clean_list_params(params)
+    if cleaned is None or cleaned["q"]:
+        return None
+    has_head, ordering = cleaned["has_head"], cleaned["ordering"]
     # shape: (lookup, slot name, number of values) per filter; the values go in the slots.
     values, shape, empty = {}, [], False
     for name, lookup in _EXACT_FILTERS.items():
@@ -194,6 +203,59 @@ def _prepare_list_shape(
 
 
 # -- search ----------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexedPage:
+    """A searched list answered by the process's search index: its ids in order, then their rows
+    by primary key (one prepared statement per page size)."""
+
+    index: search_index.SearchIndex
+    mask: object
+    ordering: str
+
+    def rows(self, offset: int, limit: int) -> list[dict]:
+        ids = self.index.page(self.mask, self.ordering, offset, limit)
+        if not ids:
+            return []
+        query = _rows_by_id.get(len(ids))
+        if query is None:
+            query = _rows_by_id.setdefault(len(ids), _prepare_rows_by_id(len(ids)))
+        by_id = {
+            row["id"]: row for row in query.rows(**{f"id_{i}": pk for i, pk in enumerate(ids)})
+        }
+        return [by_id[pk] for pk in ids if pk in by_id]
+
+    def count(self) -> int:
+        return int(self.mask.sum())
+
+
+_rows_by_id: dict[int, PreparedQuery] = {}
+
+
+def _prepare_rows_by_id(n: int) -> PreparedQuery:
+    slots = {f"id_{i}": int for i in range(n)}
+    return PreparedQuery(
+        lambda **v: adapter_rows(active_adapters().filter(pk__in=[v[f"id_{i}"] for i in range(n)])),
+        **slots,
+    )
+
+
+def searched_adapter_list(params, ids: ReferenceIds, generation: int) -> IndexedPage | None:
+    """A page-numbered search (`q`, with any other filter) answered from the search index, or
+    None where the SQL path answers: no term, a cursor, a rejected value, a term the index
+    cannot match exactly, or an index still being built."""
+    cleaned = clean_list_params(params)
+    if cleaned is None or not cleaned["q"]:
+        return None
+    index = search_index.index_for(generation)
+    if index is None:
+        return None
+    mask = index.select(cleaned, ids)
+    if mask is None:
+        return None
+    return IndexedPage(index, mask, cleaned["ordering"])
+
 
 # Up to this many matches, a search page is read by sorting the matches (about sqrt(21 x 100,000)
 # for a first page of a 100,000-card catalogue: below it, sorting beats walking the index).

@@ -36,6 +36,7 @@ from hub_server.api.webhooks import (
     ignored_push_reason,
     queue_hub_sync,
 )
+from hub_server.catalog.cache import generation
 
 
 def errors(*codes: int) -> dict:
@@ -117,8 +118,14 @@ class AdapterListView(CatalogListView):
     def list(self, request, *args, **kwargs):
         # Filters that are plain column matches run as prepared statements (the same rows as
         # AdapterFilter gives; tested side by side); anything else goes through the filter.
-        ids = reference_ids(getattr(request, "catalog_generation", None))
-        prepared = selectors.prepared_adapter_list(request.query_params, ids)
+        # A search is answered from the process's search index where it can be (the same
+        # rows and count as the trigram query below; tested side by side).
+        current = getattr(request, "catalog_generation", None) or generation()
+        ids = reference_ids(current)
+        params = request.query_params
+        prepared = selectors.prepared_adapter_list(params, ids) or (
+            selectors.searched_adapter_list(params, ids, current)
+        )
         if prepared is None:
             return super().list(request, *args, **kwargs)
         paginator = self.paginator.active = CatalogPageNumberPagination()

@@ -44,13 +44,16 @@ def catalog(django_db_setup, django_db_blocker, tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def clear_response_cache():
+    from hub_server.api import search_index
     from hub_server.api.filters import forget_reference_ids
 
     cache.clear()
     forget_reference_ids()  # its generation restarts with the cleared cache
+    search_index.forget()
     yield
     cache.clear()
     forget_reference_ids()
+    search_index.forget()
 
 
 def snapshot_cards() -> list[dict]:

@@ -229,6 +229,8 @@ def test_query_count_does_not_grow_with_page_size(client, params, django_assert_
     assert client.get(LIST, params).json().get("count", 51) > 50  # both sizes page
     counts = []
     for size in (5, 50):
+        # statements are PREPAREd once per connection and shape: counted from the second use
+        client.get(LIST, {**params, "page_size": size, "_first": 1})
         with CaptureQueriesContext(connection) as queries:
             assert client.get(LIST, {**params, "page_size": size}).status_code == 200
         counts.append(len(queries))
