@@ -308,6 +308,14 @@ def load_catalogue(cards: int, seed: int = 7) -> dict:
 
 HOSTED_REPOS = 500
 
+# What each endpoint's real clients send beyond a plain GET: the adapters libraries fetch the
+# legacy index with requests, huggingface_hub its model info with requests or httpx, and all of
+# them ask for gzip (../shared/spec/hf-protocol.md, section 2). "dist identity" is the same
+# rotation from a client that asks for no compression (curl without --compressed): reported,
+# with no target of its own.
+GZIP_CLIENT = {"Accept-Encoding": "gzip, deflate"}
+HEADERS = {"dist index": GZIP_CLIENT, "hf model info": GZIP_CLIENT}
+
 
 def host_repos(adapters: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
     """Version 1 of each of `adapters` hosted with the members of a saved adapter (small random
@@ -387,11 +395,15 @@ def worker_cpu_seconds(master: int) -> float:
     return total / ticks
 
 
-def lua_script(tmp: Path, name: str, paths: list[str], cold: bool) -> Path:
+def lua_script(tmp: Path, name: str, paths: list[str], cold: bool, headers=None) -> Path:
     quoted = ",\n".join(json.dumps(p) for p in paths)
+    header_table = ", ".join(
+        f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items()
+    )
     script = tmp / f"{name}.lua"
     script.write_text(
         f"local paths = {{\n{quoted}\n}}\n"
+        f"local headers = {{{header_table}}}\n"
         f"local cold = {'true' if cold else 'false'}\n"
         f"local run = '{random.randrange(10**9)}'\n"
         "local counter = 0\n"
@@ -405,7 +417,7 @@ def lua_script(tmp: Path, name: str, paths: list[str], cold: bool) -> Path:
         "    local sep = string.find(p, '?', 1, true) and '&' or '?'\n"
         "    p = p .. sep .. '_n=' .. run .. '_' .. tid .. '_' .. counter\n"
         "  end\n"
-        "  return wrk.format('GET', p)\n"
+        "  return wrk.format('GET', p, headers)\n"
         "end\n"
     )
     return script
@@ -445,7 +457,10 @@ def flush_redis() -> None:
 
 
 def measure(port, master, tmp, name, paths, mode, duration, pairs, floor_script) -> dict:
-    script = lua_script(tmp, f"{mode}-{name}".replace(" ", "_"), paths, cold=(mode == "cold"))
+    script = lua_script(
+        tmp, f"{mode}-{name}".replace(" ", "_"), paths, cold=(mode == "cold"),
+        headers=HEADERS.get(name),
+    )  # fmt: skip
     if mode == "warm":
         prewarm(port, paths)  # every URL of the rotation once: then all are cache hits
         wrk(port, script, 3, master)
@@ -548,6 +563,7 @@ def main() -> None:
             "detail": details,
             "facets": [f"/api/v1/facets/?task={q(t)}" for t in data["tasks"]],
             "dist index": [f"/dist/v2/index/{m}.json" for m in data["models"]],
+            "dist identity": [f"/dist/v2/index/{m}.json" for m in data["models"]],
             "hf model info": [f"/hf/api/models/{q(o)}/{q(n)}" for o, n in data["hosted"]],
             "download 10 MB": [
                 "/api/v1/adapters/{}/{}/versions/1/download".format(*map(q, data["download"]))

@@ -33,7 +33,7 @@ from time import perf_counter
 
 import numpy as np
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
@@ -316,11 +316,10 @@ def _build_in_background(generation: int) -> None:
     except Exception:  # noqa: BLE001 - the SQL path answers; the next request tries again
         log.exception("could not build the search index")
     finally:
+        connection.close()  # this thread's own connection
         with _lock:
             if _building == generation:
                 _building = None
-        close_old_connections()
-        connection.close()  # this thread's own connection
 
 
 def forget() -> None:

@@ -15,6 +15,7 @@ subscribed, every read checks Redis as before.
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import patch_vary_headers
 
 from hub_server.catalog.signals import catalog_changed
 
@@ -229,7 +231,9 @@ def cached_view(prefix: str, timeout: int = DEFAULT_TIMEOUT, vary: Callable | No
     running, a page this process holds at the current generation is served without asking Redis;
     otherwise one `get_many` reads the entry together with the current generation, and a page
     rendered again after a change overwrites its stale entry. The ETag is the body's hash, and
-    If-None-Match is answered with 304 from the cache.
+    If-None-Match is answered with 304 from the cache. A text body of 1 KB or more goes out
+    gzip-compressed to a client that accepts it (compressed once per process and content, with
+    its own ETag, `Vary: Accept-Encoding` either way).
     """
 
     def decorator(view):
@@ -247,6 +251,11 @@ def cached_view(prefix: str, timeout: int = DEFAULT_TIMEOUT, vary: Callable | No
                 if known is not None:
                     memo.put(key, stored)
             _, body, headers, etag = stored
+            encoding = None  # a body too small or not text has one representation
+            if _compressible(body, headers):
+                encoding = "identity"
+                if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+                    encoding, body, etag = "gzip", gzipped(body, etag), etag[:-1] + '-gzip"'
             if etag in request.headers.get("If-None-Match", ""):
                 response = HttpResponse(status=304)
             else:
@@ -254,12 +263,64 @@ def cached_view(prefix: str, timeout: int = DEFAULT_TIMEOUT, vary: Callable | No
             for name, value in headers.items():
                 response[name] = value
             response["ETag"] = etag
+            if encoding is not None:
+                patch_vary_headers(response, ("Accept-Encoding",))
+                if encoding == "gzip":
+                    response["Content-Encoding"] = "gzip"
             response.setdefault("Cache-Control", "public, max-age=60")
             return response
 
         return wrapper
 
     return decorator
+
+
+# -- gzip for clients that accept it ---------------------------------------------------------
+
+GZIP_MIN_BYTES = 1024
+_GZIP_TYPES = ("application/json", "application/vnd.oai.openapi+json", "text/")
+# Compressed bodies by the ETag of the identity body: content-addressed, so never stale.
+_gzipped = ResponseMemo(max(memo.max_bytes // 4, 16 * 1024 * 1024))
+
+
+def _compressible(body: bytes, headers: dict) -> bool:
+    kind = headers.get("Content-Type", "")
+    return len(body) >= GZIP_MIN_BYTES and kind.startswith(_GZIP_TYPES)
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value admits gzip (RFC 9110: `gzip;q=0` refuses it, `*`
+    stands for any coding not named)."""
+    star = None
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if coding == "*":
+            star = quality > 0
+        else:
+            return quality > 0
+    return bool(star)
+
+
+def gzipped(body: bytes, etag: str) -> bytes:
+    """`body` gzip-compressed, once per process and content (level 6, no timestamp: the same
+    bytes every time, so the derived ETag holds)."""
+    found = _gzipped.get(etag, 0)
+    if found is not None:
+        return found[1]
+    compressed = gzip.compress(body, compresslevel=6, mtime=0)
+    _gzipped.put(etag, (0, compressed))
+    return compressed
 
 
 def _from_cache(request, key, view, args, kwargs, timeout):

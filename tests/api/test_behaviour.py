@@ -166,3 +166,34 @@ def test_api_answers_json_whatever_the_accept_header(client):
         assert response.status_code == 200, accept
         assert response["Content-Type"] == "application/json"
         assert len(response.json()["results"]) == 2
+
+
+DIST_INDEX = "/dist/v2/index/bert-base-uncased.json"
+
+
+def test_clients_that_accept_gzip_get_the_same_json_compressed(client):
+    import gzip
+
+    plain = client.get(DIST_INDEX)
+    assert "Content-Encoding" not in plain and "Accept-Encoding" in plain["Vary"]
+    # what requests (the adapters libraries) and huggingface_hub send on a GET
+    packed = client.get(DIST_INDEX, headers={"Accept-Encoding": "gzip, deflate"})
+    assert packed["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed["Vary"]
+    assert gzip.decompress(packed.content) == plain.content
+    assert len(packed.content) < len(plain.content) / 4
+    assert packed["ETag"] != plain["ETag"]  # two representations, two validators
+    revalidate = {"Accept-Encoding": "gzip", "If-None-Match": packed["ETag"]}
+    assert client.get(DIST_INDEX, headers=revalidate).status_code == 304
+    stale = {"Accept-Encoding": "gzip", "If-None-Match": plain["ETag"]}
+    assert client.get(DIST_INDEX, headers=stale).content == packed.content
+    for refused in ("identity", "gzip;q=0, deflate", "br", "*;q=0", ""):
+        assert client.get(DIST_INDEX, headers={"Accept-Encoding": refused}).content == (
+            plain.content
+        ), refused
+    for accepted in ("*", "br;q=1, gzip;q=0.5", "GZIP", "x-gzip"):
+        response = client.get(DIST_INDEX, headers={"Accept-Encoding": accepted})
+        assert response.content == packed.content, accepted
+    # a small body is sent as it is, whatever the client accepts
+    small = client.get("/api/v1/", headers={"Accept-Encoding": "gzip"})
+    assert len(small.content) < 1024 and "Content-Encoding" not in small
+    assert "Accept-Encoding" not in small.get("Vary", "")
