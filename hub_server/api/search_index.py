@@ -1,5 +1,5 @@
-"""The adapter search answered in each web process's memory: exact counts and pages of `?q=`
-(with any other list filter and ordering) in well under a millisecond of index work.
+"""The adapter list answered in each web process's memory: exact counts and pages of any filter
+combination, `?q=` search included, in any ordering, mostly in well under a millisecond.
 
 The API's search is a case-insensitive substring match over the text of `AdapterSearchText`
 (id, model, author, description) plus task and subtask names. A trigram index in PostgreSQL finds
@@ -21,6 +21,8 @@ How a term is found, exactly:
 - Tokens map to the cards that contain them (a CSR array); the orderings are ranks that the
   database computed with its own collation, so pages come out in the order SQL would give.
 
+The other filters compare columns held as arrays (exact values as codes, reference ids, the
+head flag). The view then reads only the page's rows, by primary key: one query, no COUNT.
 A term with whitespace or NUL, a cursor, or a value no filter accepts goes to the SQL path.
 """
 

@@ -207,8 +207,8 @@ def _prepare_list_shape(
 
 @dataclass
 class IndexedPage:
-    """A searched list answered by the process's search index: its ids in order, then their rows
-    by primary key (one prepared statement per page size)."""
+    """A list answered by the process's search index: the ids of a page and the count from
+    memory, then the page's rows by primary key (one prepared statement per page size)."""
 
     index: search_index.SearchIndex
     mask: object
@@ -241,12 +241,12 @@ def _prepare_rows_by_id(n: int) -> PreparedQuery:
     )
 
 
-def searched_adapter_list(params, ids: ReferenceIds, generation: int) -> IndexedPage | None:
-    """A page-numbered search (`q`, with any other filter) answered from the search index, or
-    None where the SQL path answers: no term, a cursor, a rejected value, a term the index
-    cannot match exactly, or an index still being built."""
+def indexed_adapter_list(params, ids: ReferenceIds, generation: int) -> IndexedPage | None:
+    """A page-numbered list (any filters, a search, an ordering) answered from the process's
+    search index, or None where SQL answers: a cursor, a rejected value, a term the index cannot
+    match exactly, or an index still being built."""
     cleaned = clean_list_params(params)
-    if cleaned is None or not cleaned["q"]:
+    if cleaned is None:
         return None
     index = search_index.index_for(generation)
     if index is None:

@@ -116,15 +116,15 @@ class AdapterListView(CatalogListView):
         return super().get(request, *args, **kwargs)
 
     def list(self, request, *args, **kwargs):
-        # Filters that are plain column matches run as prepared statements (the same rows as
-        # AdapterFilter gives; tested side by side); anything else goes through the filter.
-        # A search is answered from the process's search index where it can be (the same
-        # rows and count as the trigram query below; tested side by side).
+        # Page-numbered lists, searches included, come from the process's search index: the
+        # page's ids and the count from memory, the rows in one query. While the index is
+        # being rebuilt, plain filters run as prepared statements (COUNT + SELECT) and a search
+        # goes through AdapterFilter. All three give the same bytes (tested side by side).
         current = getattr(request, "catalog_generation", None) or generation()
         ids = reference_ids(current)
         params = request.query_params
-        prepared = selectors.prepared_adapter_list(params, ids) or (
-            selectors.searched_adapter_list(params, ids, current)
+        prepared = selectors.indexed_adapter_list(params, ids, current) or (
+            selectors.prepared_adapter_list(params, ids)
         )
         if prepared is None:
             return super().list(request, *args, **kwargs)

@@ -81,24 +81,31 @@ LIST_QUERIES = [
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("query", LIST_QUERIES)
-def test_prepared_list_answers_exactly_as_the_filter(catalog, client, monkeypatch, query):
-    from hub_server.api import selectors
+def test_indexed_and_prepared_lists_answer_exactly_as_the_filter(
+    catalog, client, monkeypatch, settings, query
+):
+    from hub_server.api import search_index, selectors
 
     url = f"/api/v1/adapters/?{query}&_n="
-    prepared = client.get(url + "prepared")
+    indexed = client.get(url + "path")  # the search index (hub_server/api/search_index.py)
+    settings.HUB_SEARCH_INDEX = False
     real = selectors.prepared_adapter_list
     used = []
+    monkeypatch.setattr(selectors, "prepared_adapter_list", lambda *a: used.append(real(*a)))
+    prepared = client.get(url + "path&_x=1")
     monkeypatch.setattr(
         selectors, "prepared_adapter_list", lambda *a: used.append(real(*a)) or None
     )
-    filtered = client.get(url + "filter")
-    assert prepared.status_code == filtered.status_code
-    assert prepared.content.replace(b"prepared", b"filter") == filtered.content
-    if prepared.status_code == 200:
-        assert prepared.json()["results"] or query.startswith(("task=no-such", "config_id"))
+    filtered = client.get(url + "path&_x=2")
+    assert indexed.status_code == prepared.status_code == filtered.status_code
+    assert indexed.content == prepared.content.replace(b"&_x=1", b"")
+    assert prepared.content.replace(b"&_x=1", b"") == filtered.content.replace(b"&_x=2", b"")
+    if indexed.status_code == 200:
+        assert indexed.json()["results"] or query.startswith(("task=no-such", "config_id"))
     # the prepared path served every request it can serve
     can_serve = used[0] is not None
     assert can_serve == (not any(bad in query for bad in ("maybe", "nope", "%00")))
+    assert (search_index._current is not None) == can_serve  # built and asked for the first
 
 
 def test_fast_datetime_rendering_is_drf_rendering():
