@@ -28,6 +28,7 @@ A term with whitespace or NUL, a cursor, or a value no filter accepts goes to th
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
+from rest_framework.renderers import JSONRenderer
 
 from hub_server.api.filters import (
     DEFAULT_ORDERING,
@@ -48,7 +50,6 @@ from hub_server.api.filters import (
     matching_names,
     normalise_term,
 )
-from hub_server.catalog.models import Adapter
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class SearchIndex:
     positions: np.ndarray
     posting_bounds: np.ndarray  # rows of token i: postings[bounds[i]:bounds[i + 1]]
     postings: np.ndarray
+    rendered: list  # each row's list item as the API renders it, API root as a placeholder
 
     @property
     def size(self) -> int:
@@ -93,7 +95,7 @@ class SearchIndex:
         arrays += [self.trigram_bounds, self.posting_bounds, self.postings]
         arrays += [codes for codes, _ in self.exact.values()] + list(self.reference.values())
         arrays += list(self.ranks.values())
-        return len(self.vocabulary) + sum(a.nbytes for a in arrays)
+        return len(self.vocabulary) + sum(a.nbytes for a in arrays) + sum(map(len, self.rendered))
 
     # -- building ------------------------------------------------------------------------------
 
@@ -104,21 +106,26 @@ class SearchIndex:
             f"rank_{i}": Window(RowNumber(), order_by=[_order(f) for f in ORDERINGS[ordering]])
             for i, ordering in enumerate(_RANKED)
         }
-        rows = list(
-            Adapter.objects.filter(status=Adapter.Status.ACTIVE)
-            .annotate(search_text=AdapterSearchText(), **rank_columns)
-            .order_by("id")
-            .values_list(
-                "id",
-                "search_text",
-                "has_head",
-                *EXACT_COLUMNS.values(),
-                *REFERENCE_COLUMNS.values(),
-                *rank_columns,
-            )
+        from hub_server.api.selectors import ADAPTER_LIST_FIELDS, adapter_rows
+
+        fields = (
+            "id",
+            "search_text",
+            "has_head",
+            *EXACT_COLUMNS.values(),
+            *REFERENCE_COLUMNS.values(),
+            *rank_columns,
         )
-        n = len(rows)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * (3 + 5 + 3 + 3)
+        list_rows = list(
+            adapter_rows()
+            .annotate(search_text=AdapterSearchText(), **rank_columns)
+            .values(*dict.fromkeys([*ADAPTER_LIST_FIELDS, *fields]))
+            .order_by("id")
+        )
+        n = len(list_rows)
+        columns = [[row[f] for row in list_rows] for f in fields]
+        rendered = _render_items(list_rows)
+        del list_rows
         ids = np.array(columns[0], dtype=np.int64)
         exact = {}
         for i, name in enumerate(EXACT_COLUMNS, start=3):
@@ -139,28 +146,31 @@ class SearchIndex:
         for ordering, ranked in _OPPOSITE.items():
             ranks[ordering] = (n - 1) - ranks[ranked]
 
-        # Tokens -> rows.
-        token_ids: dict[str, int] = {}
-        pair_tokens, pair_rows = [], []
-        for row, text in enumerate(columns[1]):
-            for token in set(text.split()):
-                pair_tokens.append(token_ids.setdefault(token, len(token_ids)))
-                pair_rows.append(row)
-        tokens = np.array(pair_tokens, dtype=np.int32)
-        order = np.argsort(tokens, kind="stable")
-        postings = np.array(pair_rows, dtype=np.int32)[order]
-        posting_bounds = np.searchsorted(tokens[order], np.arange(len(token_ids) + 1))
+        # Tokens -> rows (the loops stay in C: this is most of the build's time).
+        token_sets = [set(text.split()) for text in columns[1]]
+        per_row = np.fromiter(map(len, token_sets), dtype=np.int64, count=n)
+        occurrences = list(itertools.chain.from_iterable(token_sets))
+        number = {token: i for i, token in enumerate(dict.fromkeys(occurrences))}
+        tokens = np.fromiter(
+            map(number.__getitem__, occurrences), dtype=np.int32, count=len(occurrences)
+        )
+        order = np.argsort(tokens, kind="stable")  # rows stay ascending within a token
+        postings = np.repeat(np.arange(n, dtype=np.int32), per_row)[order]
+        posting_bounds = np.searchsorted(tokens[order], np.arange(len(number) + 1))
 
         # The vocabulary and its positional trigrams.
-        encoded = [token.encode() for token in token_ids]
+        encoded = [token.encode() for token in number]
         vocabulary = b"\x00".join(encoded)
         lengths = np.fromiter((len(t) + 1 for t in encoded), dtype=np.int64, count=len(encoded))
         token_starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if encoded else lengths
         data = np.frombuffer(vocabulary, dtype=np.uint8).astype(np.uint32)
         codes = (data[:-2] << 16) | (data[1:-1] << 8) | data[2:]
         positions = np.argsort(codes, kind="stable").astype(np.int32)
-        trigrams, first = np.unique(codes[positions], return_index=True)
-        trigram_bounds = np.append(first, len(positions))
+        ordered = codes[positions]
+        starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1  # sorted: no second sort
+        trigram_bounds = np.concatenate(([0], starts, [len(ordered)])) if len(ordered) else [0]
+        trigrams = ordered[trigram_bounds[:-1]]
+        trigram_bounds = np.asarray(trigram_bounds, dtype=np.int64)
         return cls(
             generation=generation,
             ids=ids,
@@ -175,6 +185,7 @@ class SearchIndex:
             positions=positions,
             posting_bounds=posting_bounds,
             postings=postings,
+            rendered=rendered,
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -248,8 +259,10 @@ class SearchIndex:
         shift = np.repeat(lo - (np.cumsum(lengths) - lengths), lengths)
         return self.postings[shift + np.arange(lengths.sum())]
 
-    def page(self, mask: np.ndarray, ordering: str, offset: int, limit: int) -> list[int]:
-        """Adapter ids of rows [offset, offset + limit) of `mask` in `ordering`."""
+    def page_positions(
+        self, mask: np.ndarray, ordering: str, offset: int, limit: int
+    ) -> np.ndarray:
+        """Rows [offset, offset + limit) of `mask` in `ordering`, as positions in the index."""
         rows = np.flatnonzero(mask)
         ranks = self.ranks[ordering][rows]
         end = offset + limit
@@ -258,7 +271,35 @@ class SearchIndex:
             chosen = head[np.argsort(ranks[head])]
         else:
             chosen = np.argsort(ranks)
-        return self.ids[rows[chosen[offset:end]]].tolist()
+        return rows[chosen[offset:end]]
+
+    def page(self, mask: np.ndarray, ordering: str, offset: int, limit: int) -> list[int]:
+        """Adapter ids of rows [offset, offset + limit) of `mask` in `ordering`."""
+        return self.ids[self.page_positions(mask, ordering, offset, limit)].tolist()
+
+    def render_page(self, envelope: dict, positions, api_root: str) -> bytes:
+        """The JSON of a list page: `envelope` (count, next, previous, results=[]) as DRF renders
+        it, with the rendered items of `positions` spliced into its (last) `results`."""
+        head = _JSON.render(envelope)
+        if not head.endswith(b"[]}"):
+            raise ValueError("the envelope must end with an empty results list")
+        items = b",".join([self.rendered[p] for p in positions])
+        items = items.replace(_ROOT_RENDERED, _JSON.render(api_root)[1:-1])
+        return head[:-2] + items + b"]}"
+
+
+# The API root in pre-rendered items, replaced per request: NUL is in no database text, and
+# JSON escapes it, so these bytes occur nowhere else in an item.
+_ROOT_PLACEHOLDER = "\x00api-root\x00"
+_JSON = JSONRenderer()
+_ROOT_RENDERED = _JSON.render(_ROOT_PLACEHOLDER)[1:-1]
+
+
+def _render_items(rows: list[dict]) -> list[bytes]:
+    from hub_server.api.serializers import AdapterListItemSerializer
+
+    item = AdapterListItemSerializer(context={"api_root": _ROOT_PLACEHOLDER}).to_representation
+    return [_JSON.render(item(row)) for row in rows]
 
 
 def _order(field: str):

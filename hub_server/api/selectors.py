@@ -207,38 +207,21 @@ def _prepare_list_shape(
 
 @dataclass
 class IndexedPage:
-    """A list answered by the process's search index: the ids of a page and the count from
-    memory, then the page's rows by primary key (one prepared statement per page size)."""
+    """A list answered by the process's search index: the page's positions and the count from
+    memory, its items pre-rendered (see `SearchIndex.render_page`): no query at all."""
 
     index: search_index.SearchIndex
     mask: object
     ordering: str
 
-    def rows(self, offset: int, limit: int) -> list[dict]:
-        ids = self.index.page(self.mask, self.ordering, offset, limit)
-        if not ids:
-            return []
-        query = _rows_by_id.get(len(ids))
-        if query is None:
-            query = _rows_by_id.setdefault(len(ids), _prepare_rows_by_id(len(ids)))
-        by_id = {
-            row["id"]: row for row in query.rows(**{f"id_{i}": pk for i, pk in enumerate(ids)})
-        }
-        return [by_id[pk] for pk in ids if pk in by_id]
+    def positions(self, offset: int, limit: int):
+        return self.index.page_positions(self.mask, self.ordering, offset, limit).tolist()
 
     def count(self) -> int:
         return int(self.mask.sum())
 
-
-_rows_by_id: dict[int, PreparedQuery] = {}
-
-
-def _prepare_rows_by_id(n: int) -> PreparedQuery:
-    slots = {f"id_{i}": int for i in range(n)}
-    return PreparedQuery(
-        lambda **v: adapter_rows(active_adapters().filter(pk__in=[v[f"id_{i}"] for i in range(n)])),
-        **slots,
-    )
+    def render(self, envelope: dict, positions, api_root: str) -> bytes:
+        return self.index.render_page(envelope, positions, api_root)
 
 
 def indexed_adapter_list(params, ids: ReferenceIds, generation: int) -> IndexedPage | None:

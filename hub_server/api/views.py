@@ -4,6 +4,7 @@ every read view's rendered bytes are cached until the catalogue changes (see url
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.urls import get_script_prefix, reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -117,18 +118,23 @@ class AdapterListView(CatalogListView):
 
     def list(self, request, *args, **kwargs):
         # Page-numbered lists, searches included, come from the process's search index: the
-        # page's ids and the count from memory, the rows in one query. While the index is
+        # page and the count from memory, the items pre-rendered, no query. While the index is
         # being rebuilt, plain filters run as prepared statements (COUNT + SELECT) and a search
         # goes through AdapterFilter. All three give the same bytes (tested side by side).
         current = getattr(request, "catalog_generation", None) or generation()
         ids = reference_ids(current)
         params = request.query_params
-        prepared = selectors.indexed_adapter_list(params, ids, current) or (
-            selectors.prepared_adapter_list(params, ids)
-        )
+        paginator = CatalogPageNumberPagination()
+        indexed = selectors.indexed_adapter_list(params, ids, current)
+        if indexed is not None:
+            positions = paginator.paginate(request, indexed.positions, indexed.count)
+            envelope = paginator.get_paginated_response([]).data
+            body = indexed.render(envelope, positions, api_root_url(request))
+            return HttpResponse(body, content_type=_JSON.media_type)
+        prepared = selectors.prepared_adapter_list(params, ids)
         if prepared is None:
             return super().list(request, *args, **kwargs)
-        paginator = self.paginator.active = CatalogPageNumberPagination()
+        self.paginator.active = paginator
         rows = paginator.paginate(request, prepared.rows, prepared.count)
         return paginator.get_paginated_response(self.get_serializer(rows, many=True).data)
 

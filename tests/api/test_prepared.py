@@ -98,6 +98,7 @@ def test_indexed_and_prepared_lists_answer_exactly_as_the_filter(
     )
     filtered = client.get(url + "path&_x=2")
     assert indexed.status_code == prepared.status_code == filtered.status_code
+    assert indexed["Content-Type"] == prepared["Content-Type"] == filtered["Content-Type"]
     assert indexed.content == prepared.content.replace(b"&_x=1", b"")
     assert prepared.content.replace(b"&_x=1", b"") == filtered.content.replace(b"&_x=2", b"")
     if indexed.status_code == 200:
