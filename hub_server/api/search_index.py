@@ -6,8 +6,8 @@ The API's search is a case-insensitive substring match over the text of `Adapter
 the matches, but it has to visit every one to count them: 2-4 ms for an ordinary term, 100-300 ms
 for one found in most descriptions, and a page needs that count. This index gives the same
 answers from arrays in memory, rebuilt from the database whenever the catalogue generation moves
-(sync, publish): the search over a snapshot of 100,000 cards takes 30-40 MB per process and about
-two seconds to build.
+(sync, publish). For 100,000 cards it takes about 120 MB per process (77 MB of it the
+pre-rendered list items) and 4.5 s to build.
 
 How a term is found, exactly:
 
