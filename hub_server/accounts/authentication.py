@@ -46,3 +46,13 @@ class TokenScopePermission(permissions.BasePermission):
             return True
         token = request.auth
         return not isinstance(token, ApiToken) or token.can_write
+
+
+class BasicAuthentication(authentication.BasicAuthentication):
+    """DRF's HTTP Basic, refusing credentials PostgreSQL cannot even look up (a NUL character
+    made the user query raise, a 500) with the same 401 as any wrong password."""
+
+    def authenticate_credentials(self, userid, password, request=None):
+        if "\x00" in userid or "\x00" in password:
+            raise exceptions.AuthenticationFailed("Invalid username/password.")
+        return super().authenticate_credentials(userid, password, request)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.authentication import BasicAuthentication, SessionAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hub_server.accounts import selectors, services
-from hub_server.accounts.authentication import ApiTokenAuthentication, TokenScopePermission
+from hub_server.accounts.authentication import (
+    ApiTokenAuthentication,
+    BasicAuthentication,
+    TokenScopePermission,
+)
 from hub_server.accounts.models import ApiToken
 from hub_server.accounts.serializers import ApiTokenSerializer, NewApiTokenSerializer
 

@@ -9,13 +9,14 @@ from django.urls import get_script_prefix, reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.authentication import BasicAuthentication
+from rest_framework.authentication import BasicAuthentication as DrfBasicAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from hub_server.accounts.authentication import BasicAuthentication
 from hub_server.api import selectors, serializers
 from hub_server.api.exceptions import api_exception_handler
 from hub_server.api.filters import (
@@ -256,7 +257,11 @@ class SyncView(ApiViewMixin, APIView):
 
     # The configured ones (API tokens, sessions) plus Basic, for scripts of staff users.
     authentication_classes = [
-        *[c for c in api_settings.DEFAULT_AUTHENTICATION_CLASSES if c is not BasicAuthentication],
+        *[
+            c
+            for c in api_settings.DEFAULT_AUTHENTICATION_CLASSES
+            if c not in (BasicAuthentication, DrfBasicAuthentication)
+        ],
         BasicAuthentication,
     ]
     permission_classes = [IsStaffOrSignedWebhook]

@@ -109,6 +109,14 @@ def test_non_staff_user_is_403_and_staff_may_ask_for_a_full_sync(client, queued)
     assert response.status_code == 400 and "full" in response.json()["errors"]
 
 
+@pytest.mark.parametrize("username,password", [("ro\x00ot", "pw"), ("root", "p\x00w")])
+def test_basic_credentials_with_a_nul_are_a_401_not_a_500(client, queued, username, password):
+    User.objects.create_user("root", password="pw", is_staff=True)
+    response = post(client, b"{}", Authorization=basic(username, password))
+    assert response.status_code == 401 and response.json()["detail"]
+    assert queued == []
+
+
 def test_staff_session_login_queues_a_sync(client, queued):
     staff = User.objects.create_user("root", password="pw", is_staff=True)
     client.force_login(staff)
