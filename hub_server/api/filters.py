@@ -217,6 +217,19 @@ class AdapterFilter(filters.FilterSet):
         return queryset
 
 
+# AdapterFilter's own vocabulary, read from it: filters that are one exact column match (name ->
+# column), and the filters on the small task/subtask/architecture tables (names mapped to ids in
+# memory). The prepared list and the search index both answer exactly these.
+EXACT_FILTERS = {
+    name: f.field_name
+    for name, f in AdapterFilter.base_filters.items()
+    if isinstance(f, filters.CharFilter) and f.method is None
+}
+REFERENCE_FILTERS = tuple(
+    name for name, f in AdapterFilter.base_filters.items() if f.method == "filter_reference"
+)
+
+
 class TaskFilter(filters.FilterSet):
     type = filters.CharFilter(field_name="type_id", help_text="adapter type, e.g. text_lang")
 

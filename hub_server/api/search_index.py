@@ -22,8 +22,9 @@ How a term is found, exactly:
   database computed with its own collation, so pages come out in the order SQL would give.
 
 The other filters compare columns held as arrays (exact values as codes, reference ids, the
-head flag). The view then reads only the page's rows, by primary key: one query, no COUNT.
-A term with whitespace or NUL, a cursor, or a value no filter accepts goes to the SQL path.
+head flag). Each row's list item is rendered once per build, so a page is spliced from bytes in
+memory: no query, no COUNT, no serializer. A term with whitespace or NUL, a cursor, or a value no
+filter accepts goes to the SQL path.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from django.db.models.functions import RowNumber
 from rest_framework.renderers import JSONRenderer
 
 from hub_server.api.filters import (
-    DEFAULT_ORDERING,
+    EXACT_FILTERS,
     MIN_SUBSTRING,
     ORDERINGS,
+    REFERENCE_FILTERS,
     AdapterSearchText,
     ReferenceIds,
     matching_names,
@@ -53,19 +55,9 @@ from hub_server.api.filters import (
 
 log = logging.getLogger(__name__)
 
-# The list filters the index answers: name -> the column it compares (exact, case-sensitive).
-EXACT_COLUMNS = {
-    "type": "type_id",
-    "model_type": "model_type",
-    "model_name": "model_name",
-    "config_id": "config_hash",
-    "org": "org",
-}
-REFERENCE_COLUMNS = {"task": "task_id", "subtask": "subtask_id", "architecture": "architecture_id"}
 # Each pair of opposite orderings is one rank read backwards (ORDERINGS reverses the tie-break too).
 _RANKED = ("-downloads", "-updated", "name")
 _OPPOSITE = {"downloads": "-downloads", "updated": "-updated", "-name": "name"}
-_SEPARATOR = 0  # NUL: in no database text and in no term the index is asked about
 
 
 @dataclass(frozen=True)
@@ -102,52 +94,46 @@ class SearchIndex:
     @classmethod
     def build(cls, generation: int) -> SearchIndex:
         """The index of every active adapter as the database holds it now."""
+        from hub_server.api.selectors import ADAPTER_LIST_FIELDS, adapter_rows
+
         rank_columns = {
             f"rank_{i}": Window(RowNumber(), order_by=[_order(f) for f in ORDERINGS[ordering]])
             for i, ordering in enumerate(_RANKED)
         }
-        from hub_server.api.selectors import ADAPTER_LIST_FIELDS, adapter_rows
-
-        fields = (
-            "id",
-            "search_text",
-            "has_head",
-            *EXACT_COLUMNS.values(),
-            *REFERENCE_COLUMNS.values(),
-            *rank_columns,
+        reference_columns = {name: f"{name}_id" for name in REFERENCE_FILTERS}
+        fields = dict.fromkeys(
+            [*ADAPTER_LIST_FIELDS, "search_text", *reference_columns.values(), *rank_columns]
         )
         list_rows = list(
             adapter_rows()
             .annotate(search_text=AdapterSearchText(), **rank_columns)
-            .values(*dict.fromkeys([*ADAPTER_LIST_FIELDS, *fields]))
+            .values(*fields)
             .order_by("id")
         )
         n = len(list_rows)
-        columns = [[row[f] for row in list_rows] for f in fields]
+        columns = {f: [row[f] for row in list_rows] for f in fields}
         rendered = _render_items(list_rows)
         del list_rows
-        ids = np.array(columns[0], dtype=np.int64)
         exact = {}
-        for i, name in enumerate(EXACT_COLUMNS, start=3):
+        for name, column in EXACT_FILTERS.items():
             values: dict[str, int] = {}
             codes = np.fromiter(
-                (values.setdefault(v, len(values)) for v in columns[i]), dtype=np.int32, count=n
+                (values.setdefault(v, len(values)) for v in columns[column]), np.int32, count=n
             )
             exact[name] = (codes, values)
         reference = {
-            name: np.array(columns[i], dtype=np.int64)
-            for i, name in enumerate(REFERENCE_COLUMNS, start=3 + len(EXACT_COLUMNS))
+            name: np.array(columns[column], dtype=np.int64)
+            for name, column in reference_columns.items()
         }
-        ranks = {}
-        for i, ordering in enumerate(
-            _RANKED, start=3 + len(EXACT_COLUMNS) + len(REFERENCE_COLUMNS)
-        ):
-            ranks[ordering] = np.array(columns[i], dtype=np.int32) - 1
+        ranks = {
+            ordering: np.array(columns[column], dtype=np.int32) - 1
+            for ordering, column in zip(_RANKED, rank_columns, strict=True)
+        }
         for ordering, ranked in _OPPOSITE.items():
             ranks[ordering] = (n - 1) - ranks[ranked]
 
         # Tokens -> rows (the loops stay in C: this is most of the build's time).
-        token_sets = [set(text.split()) for text in columns[1]]
+        token_sets = [set(text.split()) for text in columns["search_text"]]
         per_row = np.fromiter(map(len, token_sets), dtype=np.int64, count=n)
         occurrences = list(itertools.chain.from_iterable(token_sets))
         number = {token: i for i, token in enumerate(dict.fromkeys(occurrences))}
@@ -168,15 +154,14 @@ class SearchIndex:
         positions = np.argsort(codes, kind="stable").astype(np.int32)
         ordered = codes[positions]
         starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1  # sorted: no second sort
-        trigram_bounds = np.concatenate(([0], starts, [len(ordered)])) if len(ordered) else [0]
-        trigrams = ordered[trigram_bounds[:-1]]
-        trigram_bounds = np.asarray(trigram_bounds, dtype=np.int64)
+        trigrams = ordered[np.concatenate(([0], starts))] if len(ordered) else ordered
+        trigram_bounds = np.concatenate(([0], starts, [len(ordered)]))[: len(trigrams) + 1]
         return cls(
             generation=generation,
-            ids=ids,
+            ids=np.array(columns["id"], dtype=np.int64),
             exact=exact,
             reference=reference,
-            has_head=np.array(columns[2], dtype=bool),
+            has_head=np.array(columns["has_head"], dtype=bool),
             ranks=ranks,
             vocabulary=vocabulary,
             token_starts=token_starts,
@@ -194,14 +179,14 @@ class SearchIndex:
         """Rows (a boolean mask) matching the cleaned list filters, `q` included; None where the
         term is one the index cannot answer exactly."""
         mask = np.ones(self.size, dtype=bool)
-        for name in EXACT_COLUMNS:
+        for name in EXACT_FILTERS:
             if value := cleaned.get(name):
                 codes, values = self.exact[name]
                 code = values.get(value)
                 if code is None:
                     return np.zeros(self.size, dtype=bool)
                 mask &= codes == code
-        for name in REFERENCE_COLUMNS:
+        for name in REFERENCE_FILTERS:
             if value := cleaned.get(name):
                 mask &= np.isin(self.reference[name], getattr(ids, name).get(value, []))
         if has_head := cleaned.get("has_head"):
@@ -369,7 +354,3 @@ def forget() -> None:
     global _current
     with _lock:
         _current = None
-
-
-def ordering_of(cleaned: dict) -> str:
-    return cleaned.get("ordering") or DEFAULT_ORDERING

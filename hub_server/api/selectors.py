@@ -31,12 +31,18 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import JSONObject
-from django_filters import CharFilter
 from rest_framework.exceptions import NotFound, ValidationError
 
 from hub_server.api import search_index
 from hub_server.api.exceptions import Gone
-from hub_server.api.filters import DEFAULT_ORDERING, ORDERINGS, AdapterFilter, ReferenceIds
+from hub_server.api.filters import (
+    DEFAULT_ORDERING,
+    EXACT_FILTERS,
+    ORDERINGS,
+    REFERENCE_FILTERS,
+    AdapterFilter,
+    ReferenceIds,
+)
 from hub_server.catalog.models import (
     Adapter,
     AdapterDependency,
@@ -82,16 +88,6 @@ def adapter_rows(adapters: QuerySet | None = None) -> QuerySet:
 
 # -- the list, prepared ----------------------------------------------------------------------
 
-# AdapterFilter's own vocabulary, read from it: filters that are one exact column match, and the
-# filters on the small task/subtask/architecture tables (names mapped to ids in memory).
-_EXACT_FILTERS = {
-    name: f.field_name
-    for name, f in AdapterFilter.base_filters.items()
-    if isinstance(f, CharFilter) and f.method is None
-}
-_REFERENCE_FILTERS = tuple(
-    name for name, f in AdapterFilter.base_filters.items() if f.method == "filter_reference"
-)
 _MAX_LIST_SHAPES = 256
 
 
@@ -141,11 +137,11 @@ def prepared_adapter_list(params, ids: ReferenceIds) -> PreparedPage | None:
     has_head, ordering = cleaned["has_head"], cleaned["ordering"]
     # shape: (lookup, slot name, number of values) per filter; the values go in the slots.
     values, shape, empty = {}, [], False
-    for name, lookup in _EXACT_FILTERS.items():
+    for name, lookup in EXACT_FILTERS.items():
         if cleaned[name]:
             values[name] = cleaned[name]
             shape.append((lookup, name, 1))
-    for name in _REFERENCE_FILTERS:
+    for name in REFERENCE_FILTERS:
         if cleaned[name]:
             pks = getattr(ids, name).get(cleaned[name], [])
             empty = empty or not pks

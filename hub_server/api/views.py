@@ -260,7 +260,7 @@ class SyncView(ApiViewMixin, APIView):
         *[
             c
             for c in api_settings.DEFAULT_AUTHENTICATION_CLASSES
-            if c not in (BasicAuthentication, DrfBasicAuthentication)
+            if not issubclass(c, DrfBasicAuthentication)
         ],
         BasicAuthentication,
     ]
