@@ -313,7 +313,35 @@ class ModelAdaptersMixin:
         inv = getattr(self.adapter_base_model, "invertible_adapters", None)
         if inv is not None and name in inv:
             out.setdefault(-1, {})["invertible"] = inv[name]
+        for method in METHODS:
+            modules_of = getattr(method, "modules_of", None)
+            if modules_of is not None:
+                for idx, found in modules_of(self.adapter_base_model, name).items():
+                    out.setdefault(idx, {}).update(found)
         return out
+
+    def merge_adapter(self, name: str) -> None:
+        """Fold LoRA-family adapter ``name`` into the weights it adapts (no cost at inference).
+
+        The outputs stay those of the unmerged adapter; :meth:`reset_adapter` undoes it."""
+        if name not in self.adapters_config.adapters:
+            raise AdapterNotFoundError(f"No adapter named {name!r} in this model.")
+        merge = [m for m in METHODS if m.handles(self.adapters_config.adapters[name])]
+        merge = [m for m in merge if hasattr(m, "merge")]
+        if not merge:
+            raise AdapterError(
+                f"Adapter {name!r} cannot be merged: only LoRA-family adapters (lora, ia3, dora, "
+                "vera) can."
+            )
+        for method in merge:
+            method.merge(self.adapter_base_model, name)  # type: ignore[attr-defined]
+
+    def reset_adapter(self) -> None:
+        """Undo :meth:`merge_adapter`: the adapted layers get their own weights back."""
+        for method in METHODS:
+            reset = getattr(method, "reset", None)
+            if reset is not None:
+                reset(self.adapter_base_model)
 
     # --- activation ----------------------------------------------------------------------
 
@@ -330,6 +358,9 @@ class ModelAdaptersMixin:
             if any(method.handles(self.adapters_config.adapters[n]) for n in setup.flatten()):
                 if method.name == "bottleneck":
                     check_supported(setup, method.supported_compositions)
+                check = getattr(method, "check_setup", None)
+                if check is not None:
+                    check(setup, self.adapters_config.adapters)
         self._check_fusions(setup)
         return setup  # type: ignore[return-value]
 
@@ -663,6 +694,10 @@ class ModelAdaptersMixin:
         added = existing is None
         if added:
             self.add_adapter(name, adapter_config)
+        for method in METHODS:
+            prepare = getattr(method, "prepare_state", None)
+            if prepare is not None and method.handles(adapter_config):
+                state = prepare(self.adapter_base_model, name, state)
         try:
             load_strict(
                 self,  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from .fusion_config import (
     StaticAdapterFusionConfig,
 )
 from .hashing import get_adapter_config_hash
+from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
 
 # Old names kept by the reference library
 PfeifferConfig = SeqBnConfig
@@ -35,6 +36,11 @@ ParallelConfig = ParBnConfig
 __all__ = [
     "DEFAULT_ADAPTER_CONFIG",
     "DEFAULT_ADAPTERFUSION_CONFIG",
+    "DoRAConfig",
+    "DvoRAConfig",
+    "IA3Config",
+    "LoRAConfig",
+    "VeraConfig",
     "AdapterConfig",
     "AdapterFusionConfig",
     "AdapterPlusConfig",

@@ -20,18 +20,13 @@ from .config_string import parse_config_string
 ConfigLike = Union["AdapterConfig", Mapping[str, Any], str, PathLike, None]
 
 # Methods of adapters 1.3.0 that this library does not implement yet (a later issue adds them).
-FUTURE_ARCHITECTURES = ("lora", "prefix_tuning", "prompt_tuning", "reft", "mtl_lora")
+FUTURE_ARCHITECTURES = ("prefix_tuning", "prompt_tuning", "reft", "mtl_lora")
 FUTURE_IDENTIFIERS = (
     "compacter",
     "compacter++",
     "prefix_tuning",
     "prefix_tuning_flat",
     "prompt_tuning",
-    "lora",
-    "ia3",
-    "vera",
-    "dora",
-    "dvora",
     "mtl_lora",
     "loreft",
     "noreft",

@@ -4,9 +4,10 @@ from .base import Activation, AdapterMethod
 from .bottleneck import BottleneckAdapter, BottleneckMethod, ParallelBottleneckAdapter
 from .fusion import AdapterFusionLayer
 from .invertible import GLOWCouplingBlock, InvertibleMethod, NICECouplingBlock
+from .lora import LoRALayerMixin, LoRAMethod
 
 # Order matters only for attach(); each method builds modules for the configs it handles.
-METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod()]
+METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod(), LoRAMethod()]
 
 __all__ = [
     "METHODS",
@@ -17,6 +18,8 @@ __all__ = [
     "BottleneckMethod",
     "GLOWCouplingBlock",
     "InvertibleMethod",
+    "LoRALayerMixin",
+    "LoRAMethod",
     "NICECouplingBlock",
     "ParallelBottleneckAdapter",
 ]

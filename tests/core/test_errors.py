@@ -61,7 +61,7 @@ def test_unknown_method(tmp_path: Path, tiny_bert_adapter_model) -> None:
 def test_future_method_names_its_issue(interop_dir: Path) -> None:
     model = BertAdapterModel(tiny_bert_config())
     with pytest.raises(AdapterConfigError, match="arrives with the issue"):
-        model.load_adapter(interop_dir / "tiny-bert" / "lora" / "a")
+        model.load_adapter(interop_dir / "tiny-bert" / "prefix_tuning" / "a")
     with pytest.raises(AdapterConfigError, match="arrives with the issue"):
         model.add_adapter("c", config="compacter")
     assert "c" not in model.adapters_config.adapters

@@ -26,8 +26,12 @@ SUPPORTED = [
     "tagging_head",
     "multilabel_head",
     "qa_head",
+    "lora",
+    "ia3",
+    "dora",
+    "vera",
 ]
-LATER = ["compacter", "lora", "ia3", "dora", "vera", "prefix_tuning", "prompt_tuning", "loreft"]
+LATER = ["compacter", "prefix_tuning", "prompt_tuning", "loreft"]
 LATER += ["mam", "unipelt"]
 TOLERANCE = 1e-5
 

@@ -1,0 +1,557 @@
+"""The LoRA family (LoRA, IA3, DoRA, VeRA) on the linear layers an architecture table names.
+
+A wrapped layer keeps its own object, parameters and hooks: its class is swapped (the first time
+an adapter of the family is added) for a subclass whose forward adds the active adapters' output
+to the frozen layer's. ``nn.Linear`` and transformers' ``Conv1D`` (weight stored transposed)
+are both handled, as are fused projections (q, k and v in one matrix), where each adapter only
+touches the rows of the parts its ``attn_matrices`` name. Weight names match the reference:
+``<layer path>.loras.<name>.lora_A``; VeRA's shared matrices live once, at
+``shared_parameters.<name>`` of the base model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from ..composition import AdapterCompositionBlock, Average, BatchSplit, Parallel, Stack
+from ..configuration import AdapterConfig, ConfigUnion
+from ..configuration.lora_config import LoRAConfig
+from ..context import AdapterSetup, ForwardContext
+from ..errors import AdapterError, CompositionError
+from .base import AdapterMethod
+from .lora_variants import VARIANTS, LoRAVariant, Vera, VeraShared, compact_vera_state
+
+if TYPE_CHECKING:
+    from ..model_mixin import ModelAdaptersConfig
+    from ..models.spec import ArchitectureSpec
+
+
+@dataclass(frozen=True)
+class LinearTarget:
+    """One linear layer the family may wrap (paths relative to the base model)."""
+
+    layer_idx: int
+    path: str
+    location: str  # "selfattn" (self- and cross-attention), "intermediate" or "output"
+    attn_key: str | None = None  # q, k, v or o for attention projections
+    fused: tuple[str, ...] = ()  # ("q", "k", "v") for a fused projection, in row order
+
+    def parts_for(self, config: LoRAConfig) -> list[str]:
+        """The parts of this layer ``config`` adapts (one unnamed part for a plain layer)."""
+        if self.location == "selfattn":
+            if not config.selfattn_lora:
+                return []
+            if self.fused:
+                return [p for p in self.fused if p in config.attn_matrices]
+            return [""] if self.attn_key in config.attn_matrices else []
+        if self.location == "intermediate":
+            return [""] if config.intermediate_lora else []
+        if self.location == "output":
+            return [""] if config.output_lora else []
+        return []
+
+
+class LoRAState(NamedTuple):
+    x: torch.Tensor  # the layer's input
+    hidden: torch.Tensor | None  # what the adapters computed so far (compact rows)
+    out: torch.Tensor  # the frozen layer's output
+    last: str | None
+
+
+def lora_configs_of(config: AdapterConfig) -> list[LoRAConfig]:
+    if isinstance(config, ConfigUnion):
+        return [c for c in config.configs if isinstance(c, LoRAConfig)]
+    return [config] if isinstance(config, LoRAConfig) else []
+
+
+class LoRALayerMixin(nn.Module):
+    """Swapped into an ``nn.Linear`` / ``Conv1D``; see the module docstring."""
+
+    def init_lora_layer(self, target: LinearTarget, state: ModelAdaptersConfig) -> None:
+        self.lora_target = target
+        self.layer_idx = target.layer_idx
+        self.location_key = f"{target.location}_lora"
+        self.adapters_state = state
+        self.loras = nn.ModuleDict()
+        self.lora_merged: str | None = None
+        self._lora_parts: dict[str, list[str]] = {}
+        self._dora_norms: dict[str, torch.Tensor] = {}
+
+    # --- geometry --------------------------------------------------------------------------
+
+    @property
+    def transposed(self) -> bool:
+        return isinstance(self, Conv1D)
+
+    @property
+    def in_out(self) -> tuple[int, int]:
+        w = self.weight
+        return (w.shape[0], w.shape[1]) if self.transposed else (w.shape[1], w.shape[0])
+
+    def weight_oi(self) -> torch.Tensor:
+        """The weight as (out, in), a view of the parameter."""
+        return self.weight.t() if self.transposed else self.weight
+
+    @property
+    def part_rows(self) -> int:
+        out = self.in_out[1]
+        return out // len(self.lora_target.fused) if self.lora_target.fused else out
+
+    def _row_index(self, name: str) -> list[slice] | None:
+        """Row slices of the full output that adapter ``name`` touches (None: all rows)."""
+        parts = self._lora_parts[name]
+        fused = self.lora_target.fused
+        if not fused or len(parts) == len(fused):
+            return None
+        size = self.part_rows
+        return [slice(fused.index(p) * size, (fused.index(p) + 1) * size) for p in parts]
+
+    def _pad(self, name: str, h: torch.Tensor, fill: float) -> torch.Tensor:
+        slices = self._row_index(name)
+        if slices is None:
+            return h
+        size, fused, parts = self.part_rows, self.lora_target.fused, self._lora_parts[name]
+        chunks = h.split(size, dim=-1)
+        pieces = []
+        for part in fused:
+            if part in parts:
+                pieces.append(chunks[parts.index(part)])
+            else:
+                pieces.append(h.new_full((*h.shape[:-1], size), fill))
+        return torch.cat(pieces, dim=-1)
+
+    # --- adding ----------------------------------------------------------------------------
+
+    def add_lora(self, name: str, config: LoRAConfig, shared: VeraShared | None) -> bool:
+        parts = self.lora_target.parts_for(config)
+        if not parts or self.layer_idx in config.leave_out:
+            return False
+        in_features, out_features = self.in_out
+        rows = self.part_rows if self.lora_target.fused else out_features
+        weight_rows = None
+        self._lora_parts[name] = parts
+        if config.use_dora:
+            w = self.weight_oi()
+            slices = self._row_index(name)
+            weight_rows = w if slices is None else torch.cat([w[s] for s in slices], 0)
+        if config.use_gating and self.lora_target.fused:
+            del self._lora_parts[name]
+            raise AdapterError("Gating (use_gating) is not supported on fused QKV projections.")
+        kwargs: dict[str, Any] = {"weight_rows": weight_rows}
+        if config.is_vera and config.composition_mode == "add":
+            kwargs["shared"] = shared
+        cls = VARIANTS[config.variant]
+        module = cls(in_features, rows, len(parts), config, **kwargs)
+        dtype = module_dtype(config, self.weight)
+        module.to(device=self.weight.device, dtype=dtype)
+        module.train(self.training)
+        self.loras[name] = module
+        return True
+
+    def delete_lora(self, name: str) -> None:
+        if self.lora_merged == name:
+            self.reset_lora()
+        if name in self.loras:
+            del self.loras[name]
+        self._lora_parts.pop(name, None)
+
+    # --- forward ---------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if not self.loras or self.lora_merged is not None:
+            return out
+        setup = self._active_setup()
+        if setup is None:
+            return out
+        if type(setup) is Stack and len(setup.children) == 1 and isinstance(setup[0], str):
+            name = setup[0]
+            hidden, gate = self.loras[name](None, x)
+            if gate is not None:
+                self._store_gate(name, gate)
+            return self._combine(name, out, hidden)
+        state = self._compose(setup, LoRAState(x, None, out, None), 0)
+        if state.last is None or state.hidden is None:
+            return state.out
+        return self._combine(state.last, state.out, state.hidden)
+
+    def _active_setup(self) -> AdapterCompositionBlock | None:
+        ctx = AdapterSetup.get_context()
+        state = self.adapters_state
+        if ctx is not None:
+            setup, flat = ctx.adapter_setup, ctx.flat
+        else:
+            setup, flat = state.active_setup, state.active_flat
+        if setup is None:
+            return None
+        if state.skip_layers is not None and self.layer_idx in state.skip_layers:
+            return None
+        return setup if any(n in self.loras for n in flat) else None
+
+    def _combine(self, name: str, out: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        module = self.loras[name]
+        if hidden.dtype != out.dtype:
+            hidden = hidden.to(out.dtype)
+        if module.composition_mode == "scale":
+            return out * self._pad(name, hidden, 1.0)
+        if module.use_dora:
+            scale = module.m.weight.view(-1) / self._dora_norm(name, module)
+            scale = self._pad(name, scale.to(out.dtype), 1.0)
+            return scale * (out + self._pad(name, hidden, 0.0))
+        return out + self._pad(name, hidden, 0.0)
+
+    def _compact_weight(self, name: str) -> torch.Tensor:
+        w = self.weight_oi()
+        slices = self._row_index(name)
+        return w if slices is None else torch.cat([w[s] for s in slices], 0)
+
+    def _dora_norm(self, name: str, module: LoRAVariant) -> torch.Tensor:
+        # the reference's norm: of the frozen weight plus the unscaled update, per output row
+        delta = module.delta_weight().to(self.weight.dtype)
+        return torch.linalg.norm(self._compact_weight(name) + delta, dim=1)
+
+    def _store_gate(self, name: str, gate: torch.Tensor) -> None:
+        ctx = ForwardContext.get_context()
+        if ctx is not None and ctx.output_adapter_gating_scores:
+            scores = ctx.adapter_gating_scores.setdefault(name, {})
+            scores.setdefault(self.layer_idx, {})[self.location_key] = (
+                gate.detach().squeeze().cpu().numpy()
+            )
+
+    # --- composition -----------------------------------------------------------------------
+
+    def _compose(self, setup: Any, state: LoRAState, lvl: int) -> LoRAState:
+        if isinstance(setup, str):
+            if setup not in self.loras:
+                return state
+            hidden, gate = self.loras[setup](state.hidden, state.x)
+            if gate is not None:
+                self._store_gate(setup, gate)
+            return state._replace(hidden=hidden, last=setup)
+        if isinstance(setup, Stack):
+            for child in setup:
+                state = self._compose(child, state, lvl + 1)
+            return state
+        if isinstance(setup, BatchSplit | Parallel):
+            bsz = state.x.shape[0]
+            if isinstance(setup, BatchSplit):
+                sizes = list(setup.batch_sizes)
+                if sum(sizes) != bsz:
+                    raise CompositionError(
+                        f"The batch has size {bsz}, which differs from the sum of batch_sizes "
+                        f"{sizes}."
+                    )
+            else:
+                if bsz % len(setup) != 0:
+                    raise CompositionError(
+                        "The batch size in a Parallel block must be divisible by the number "
+                        "of channels."
+                    )
+                sizes = [bsz // len(setup)] * len(setup)
+            children, start = [], 0
+            for child, size in zip(setup, sizes, strict=True):
+                part = _slice(state, slice(start, start + size))
+                start += size
+                children.append(self._compose(child, part, lvl + 1))
+            return self._concat(children)
+        if isinstance(setup, Average):
+            children = [
+                self._compose(c, state, lvl + 1)
+                for c in setup
+                if not isinstance(c, str) or c in self.loras
+            ]
+            children = [c for c in children if c.hidden is not None]
+            if not children:
+                return state
+            weights = torch.tensor(setup.weights[: len(children)], dtype=state.out.dtype)
+            stacked = torch.stack([c.hidden for c in children], 0)  # type: ignore[misc]
+            weights = weights.to(stacked.device).view(-1, *([1] * (stacked.dim() - 1)))
+            # the reference takes the mean of the weighted outputs (it divides by N as well)
+            return children[-1]._replace(hidden=(stacked * weights).mean(dim=0))
+        if set(setup.flatten()).isdisjoint(self.loras.keys()):
+            return state
+        raise CompositionError(
+            f"{type(setup).__name__} composition is not supported by LoRA-family adapters."
+        )
+
+    def _concat(self, states: list[LoRAState]) -> LoRAState:
+        hiddens = [s.hidden for s in states]
+        hidden = None
+        if any(h is not None for h in hiddens):
+            last = next(s.last for s in reversed(states) if s.last is not None)
+            fill = 1.0 if self.loras[last].composition_mode == "scale" else 0.0
+            ref = next(h for h in hiddens if h is not None)
+            parts = []
+            for s, h in zip(states, hiddens, strict=True):
+                if h is None:
+                    h = ref.new_full((*s.x.shape[:-1], ref.shape[-1]), fill)
+                parts.append(h.expand(*s.x.shape[:-1], h.shape[-1]))
+            hidden = torch.cat(parts, 0)
+        return LoRAState(
+            torch.cat([s.x for s in states], 0),
+            hidden,
+            torch.cat([s.out for s in states], 0),
+            next((s.last for s in reversed(states) if s.last is not None), None),
+        )
+
+    # --- merging ---------------------------------------------------------------------------
+
+    def merge_lora(self, name: str) -> None:
+        if name not in self.loras:
+            return
+        if self.lora_merged == name:
+            return
+        if self.lora_merged is not None:
+            raise AdapterError(
+                f"Adapter {self.lora_merged!r} is already merged into this layer; call "
+                "reset_adapter() first."
+            )
+        module = self.loras[name]
+        if module.use_gating:
+            raise AdapterError("Cannot merge a LoRA module with gating (use_gating=True).")
+        with torch.no_grad():
+            w = self.weight_oi()
+            delta = module.delta_weight().to(w.dtype)
+            rows = self._row_index(name) or [slice(None)]
+            offsets = _offsets(rows, delta.shape[0])
+            if module.composition_mode == "scale":
+                factor = (delta.view(-1) * module.scaling).to(w.dtype)
+                self._scale_rows(rows, offsets, factor)
+            elif module.use_dora:
+                norm = torch.linalg.norm(self._compact_weight(name) + delta, dim=1)
+                self._dora_norms[name] = norm
+                factor = module.m.weight.view(-1).to(w.dtype) / norm
+                for s, (a, b) in zip(rows, offsets, strict=True):
+                    w[s] += module.scaling * delta[a:b]
+                self._scale_rows(rows, offsets, factor)
+            else:
+                for s, (a, b) in zip(rows, offsets, strict=True):
+                    w[s] += module.scaling * delta[a:b]
+        self.lora_merged = name
+
+    def reset_lora(self) -> None:
+        name = self.lora_merged
+        if name is None:
+            return
+        module = self.loras[name]
+        with torch.no_grad():
+            w = self.weight_oi()
+            delta = module.delta_weight().to(w.dtype)
+            rows = self._row_index(name) or [slice(None)]
+            offsets = _offsets(rows, delta.shape[0])
+            if module.composition_mode == "scale":
+                factor = (delta.view(-1) * module.scaling).to(w.dtype)
+                self._scale_rows(rows, offsets, 1.0 / factor)
+            else:
+                if module.use_dora:
+                    norm = self._dora_norms.pop(name)
+                    factor = module.m.weight.view(-1).to(w.dtype) / norm
+                    self._scale_rows(rows, offsets, 1.0 / factor)
+                for s, (a, b) in zip(rows, offsets, strict=True):
+                    w[s] -= module.scaling * delta[a:b]
+        self.lora_merged = None
+
+    def _scale_rows(
+        self, rows: list[slice], offsets: list[tuple[int, int]], factor: torch.Tensor
+    ) -> None:
+        w = self.weight_oi()
+        for s, (a, b) in zip(rows, offsets, strict=True):
+            w[s] *= factor[a:b].unsqueeze(1)
+            if self.bias is not None:
+                self.bias[s] *= factor[a:b]
+
+
+def _offsets(rows: list[slice], total: int) -> list[tuple[int, int]]:
+    if rows == [slice(None)]:
+        return [(0, total)]
+    size = total // len(rows)
+    return [(i * size, (i + 1) * size) for i in range(len(rows))]
+
+
+def _slice(state: LoRAState, index: slice) -> LoRAState:
+    hidden = state.hidden
+    if hidden is not None:
+        hidden = hidden.expand(*state.x.shape[:-1], hidden.shape[-1])[index]
+    return LoRAState(state.x[index], hidden, state.out[index], state.last)
+
+
+def module_dtype(config: LoRAConfig, weight: torch.Tensor) -> torch.dtype | None:
+    if config.dtype:
+        return getattr(torch, config.dtype)
+    return weight.dtype if weight.dtype.is_floating_point else None
+
+
+_SWAPPED: dict[type, type] = {}
+
+
+def _swap(module: nn.Module) -> None:
+    if isinstance(module, LoRALayerMixin):
+        return
+    if not isinstance(module, nn.Linear | Conv1D):
+        raise AdapterError(
+            f"LoRA-family adapters wrap nn.Linear or Conv1D layers, not {type(module).__name__}."
+        )
+    cls = type(module)
+    new_cls = _SWAPPED.get(cls)
+    if new_cls is None:
+        new_cls = type(cls.__name__, (LoRALayerMixin, cls), {"__module__": cls.__module__})
+        _SWAPPED[cls] = new_cls
+    module.__class__ = new_cls
+
+
+def lora_layers(base_model: nn.Module) -> list[LoRALayerMixin]:
+    return [m for m in base_model.modules() if isinstance(m, LoRALayerMixin)]
+
+
+def _shared_container(base_model: nn.Module) -> nn.ModuleDict:
+    shared = getattr(base_model, "shared_parameters", None)
+    if shared is None:
+        shared = nn.ModuleDict()
+        base_model.shared_parameters = shared
+    return shared
+
+
+class LoRAMethod(AdapterMethod):
+    """LoRA, IA3, DoRA and VeRA (the reference's ``architecture: lora``)."""
+
+    name = "lora"
+    supported_compositions = (Stack, BatchSplit, Parallel, Average)
+
+    def __init__(self, targets: Any = None) -> None:
+        # targets(base_model, spec) -> list[LinearTarget]; the architecture table's by default
+        self._targets = targets
+
+    def targets(self, base_model: nn.Module, spec: ArchitectureSpec) -> list[LinearTarget]:
+        if self._targets is not None:
+            return self._targets(base_model, spec)
+        from .lora_targets import targets_from_spec
+
+        return targets_from_spec(base_model, spec)
+
+    def handles(self, config: AdapterConfig) -> bool:
+        return bool(lora_configs_of(config))
+
+    def add_adapter(
+        self,
+        base_model: nn.Module,
+        spec: ArchitectureSpec,
+        state: ModelAdaptersConfig,
+        name: str,
+        config: AdapterConfig,
+    ) -> None:
+        from ..models import resolve_path
+
+        for cfg in lora_configs_of(config):
+            sites = []
+            for target in self.targets(base_model, spec):
+                if target.parts_for(cfg) and target.layer_idx not in cfg.leave_out:
+                    sites.append((target, resolve_path(base_model, target.path)))
+            if not sites:
+                raise AdapterError(
+                    f"Adapter {name!r} ({cfg.variant}) adapts no layer of this model: check "
+                    "attn_matrices, selfattn_lora/intermediate_lora/output_lora and leave_out."
+                )
+            shared = None
+            if cfg.is_vera:
+                shared = self._make_shared(base_model, name, cfg, sites)
+            for target, module in sites:
+                _swap(module)
+                if not hasattr(module, "loras"):
+                    module.init_lora_layer(target, state)  # type: ignore[operator]
+                module.add_lora(name, cfg, shared)  # type: ignore[operator]
+
+    def _make_shared(
+        self, base_model: nn.Module, name: str, cfg: LoRAConfig, sites: list[tuple[Any, Any]]
+    ) -> VeraShared:
+        max_in, max_rows = 0, 0
+        for target, module in sites:
+            weight = module.weight
+            in_f, out_f = (
+                (weight.shape[0], weight.shape[1])
+                if isinstance(module, Conv1D)
+                else (weight.shape[1], weight.shape[0])
+            )
+            rows = out_f // len(target.fused) if target.fused else out_f
+            max_in, max_rows = max(max_in, in_f), max(max_rows, rows)
+        shared = VeraShared(cfg.r, max_in, max_rows, cfg)
+        first = sites[0][1].weight
+        shared.to(device=first.device, dtype=module_dtype(cfg, first))
+        _shared_container(base_model)[name] = shared
+        return shared
+
+    def delete_adapter(self, base_model: nn.Module, spec: ArchitectureSpec, name: str) -> None:
+        for layer in lora_layers(base_model):
+            layer.delete_lora(name)
+        shared = getattr(base_model, "shared_parameters", None)
+        if shared is not None and name in shared:
+            del shared[name]
+
+    # --- beyond the base interface -----------------------------------------------------------
+
+    def check_setup(self, setup: Any, adapters: dict[str, AdapterConfig]) -> None:
+        """Refuse blocks the family cannot run (Fuse, Split) around its adapters."""
+        if isinstance(setup, str):
+            return
+        mine = {n for n in setup.flatten() if lora_configs_of(adapters.get(n) or {})}  # type: ignore[arg-type]
+        if not mine:
+            return
+        if not isinstance(setup, self.supported_compositions):
+            names = ", ".join(t.__name__ for t in self.supported_compositions)
+            raise CompositionError(
+                f"{type(setup).__name__} composition is not supported by LoRA-family adapters "
+                f"({', '.join(sorted(mine))}); supported: {names}."
+            )
+        for child in setup:
+            self.check_setup(child, adapters)
+
+    def modules_of(self, base_model: nn.Module, name: str) -> dict[int, dict[str, nn.Module]]:
+        out: dict[int, dict[str, nn.Module]] = {}
+        for layer in lora_layers(base_model):
+            if name in layer.loras:
+                key = layer.location_key
+                if layer.lora_target.attn_key:
+                    key = f"{key}_{layer.lora_target.attn_key}"
+                key = f"{key}:{layer.lora_target.path}"
+                out.setdefault(layer.layer_idx, {})[key] = layer.loras[name]
+        return out
+
+    def merge(self, base_model: nn.Module, name: str) -> None:
+        layers = [m for m in lora_layers(base_model) if name in m.loras]
+        if not layers:
+            raise AdapterError(f"Adapter {name!r} has no LoRA-family modules to merge.")
+        merged = [m for m in layers if m.lora_merged not in (None, name)]
+        if merged:
+            raise AdapterError(
+                f"Adapter {merged[0].lora_merged!r} is already merged; call reset_adapter() "
+                "before merging another."
+            )
+        for layer in layers:
+            layer.merge_lora(name)
+
+    def reset(self, base_model: nn.Module) -> None:
+        for layer in lora_layers(base_model):
+            layer.reset_lora()
+
+    def prepare_state(
+        self, base_model: nn.Module, name: str, state: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Read VeRA's diagonal matrices from a reference file (see ``compact_vera_state``)."""
+        d_keys = {k[: -len("vera_D")]: k for k in state if k.endswith(f".loras.{name}.vera_D")}
+        if not d_keys:
+            return state
+        state = dict(state)
+        for mod_name, module in base_model.named_modules():
+            if not isinstance(module, Vera) or not mod_name.endswith(f".loras.{name}"):
+                continue
+            key = next((k for p, k in d_keys.items() if p.endswith(mod_name + ".")), None)
+            b_key = key[: -len("vera_D")] + "vera_B" if key else None
+            if key is None or b_key not in state:
+                continue
+            fixed = compact_vera_state(module, state[key], state[b_key])
+            state[key], state[b_key] = fixed["vera_D"], fixed["vera_B"]
+        return state
