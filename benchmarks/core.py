@@ -3,10 +3,16 @@
     scripts/reference_venv.sh              # once: var/ref-venv with adapters 1.3.0
     .venv/bin/python benchmarks/core.py    # [--rounds 11] [--train-steps 2] [--infer-steps 3]
 
-For each method (seq_bn, double_seq_bn, par_bn, seq_bn_inv, fusion of two seq_bn) and for the
-plain model (transformers' BertForSequenceClassification, fully trainable) it measures the
-trainable parameters, the time of one training step (forward + backward + AdamW step) and of
-one inference forward pass, at batch 16 x 128 with 2 torch threads.
+For each method (seq_bn, double_seq_bn, par_bn, seq_bn_inv, fusion of two seq_bn, lora, ia3,
+dora) and for the plain model (transformers' BertForSequenceClassification, fully trainable) it
+measures the trainable parameters, the time of one training step (forward + backward + AdamW
+step) and of one inference forward pass, at batch 16 x 128 with 2 torch threads. ``lora_merged``
+is inference only: the LoRA adapter merged into the weights (``merge_adapter``).
+
+The ``llama_*`` cases do the same on a random-initialised Llama-style decoder of about 100M
+parameters (12 layers, hidden 768, 12 query / 4 key-value heads, vocabulary 32000) with a causal
+LM head, at batch 2 x 256: ``llama_plain`` (transformers' LlamaForCausalLM), ``llama_seq_bn``,
+``llama_lora`` and ``llama_lora_merged``.
 
 adapters 1.3.0 needs transformers 4.x, so each library runs in its own virtual environment as a
 long-lived worker subprocess of this same file. The machine is shared, so the driver asks the
@@ -14,7 +20,8 @@ two workers in turn for a few steps of the same case (alternating who goes first
 ratio is the median over rounds of ratios measured seconds apart; times are medians too, with
 the fastest step shown as a load-free estimate.
 
-Targets: train step <= 0.9x the reference; seq_bn inference overhead over the plain model <= 5%.
+Targets: train step <= 0.9x the reference; seq_bn inference overhead over the plain model <= 5%;
+unmerged LoRA inference overhead no more than the reference's; merged LoRA 0%.
 This is a benchmark, not a test: nothing here asserts on time.
 """
 
@@ -30,9 +37,32 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHONS = {"ours": ROOT / ".venv/bin/python", "ref": ROOT / "var/ref-venv/bin/python"}
+# ours: the project's .venv, else the interpreter running this driver (a git worktree has no .venv)
+_OURS = ROOT / ".venv/bin/python"
+PYTHONS = {
+    "ours": _OURS if _OURS.exists() else Path(sys.executable),
+    "ref": ROOT / "var/ref-venv/bin/python",
+}
 CASES = ["plain", "seq_bn", "double_seq_bn", "par_bn", "seq_bn_inv", "fusion"]
+CASES += ["lora", "ia3", "dora", "lora_merged"]
+CASES += ["llama_plain", "llama_seq_bn", "llama_lora", "llama_lora_merged"]
+INFER_ONLY = {"lora_merged", "llama_lora_merged"}
 BATCH, SEQ_LEN, THREADS = 16, 128, 2
+LLAMA_BATCH, LLAMA_SEQ_LEN = 2, 256
+LLAMA = dict(
+    vocab_size=32000,
+    hidden_size=768,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_key_value_heads=4,
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
+
+
+def plain_for(case: str) -> str:
+    return "llama_plain" if case.startswith("llama") else "plain"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,7 +88,26 @@ def _library(impl: str):
     return lib, Fuse
 
 
+def _build_llama(impl: str, case: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**LLAMA)
+    if case == "llama_plain":
+        return LlamaForCausalLM(config)
+    lib, _ = _library(impl)
+    model = lib.AutoAdapterModel.from_config(config)
+    method = case.removeprefix("llama_").removesuffix("_merged")
+    model.add_adapter(case, config=method)
+    model.add_causal_lm_head(case)
+    model.train_adapter(case)
+    if case.endswith("_merged"):
+        model.merge_adapter(case)
+    return model
+
+
 def _build(impl: str, case: str):
+    if case.startswith("llama"):
+        return _build_llama(impl, case)
     path = _model_dir()
     if case == "plain":
         from transformers import BertForSequenceClassification
@@ -75,9 +124,11 @@ def _build(impl: str, case: str):
         model.train_adapter_fusion(setup)
         model.active_head = "fusion"
     else:
-        model.add_adapter(case, config=case)
+        model.add_adapter(case, config=case.removesuffix("_merged"))
         model.add_classification_head(case, num_labels=2)
         model.train_adapter(case)
+        if case.endswith("_merged"):
+            model.merge_adapter(case)
     return model
 
 
@@ -95,13 +146,23 @@ class _Case:
         self.torch = torch
         self.model = _build(impl, case)
         generator = torch.Generator().manual_seed(1)
-        self.input_ids = torch.randint(1000, 30000, (BATCH, SEQ_LEN), generator=generator)
+        shape = (LLAMA_BATCH, LLAMA_SEQ_LEN) if case.startswith("llama") else (BATCH, SEQ_LEN)
+        self.input_ids = torch.randint(1000, 30000, shape, generator=generator)
         self.attention_mask = torch.ones_like(self.input_ids)
-        self.labels = torch.randint(0, 2, (BATCH,), generator=generator)
+        self.labels = torch.randint(0, 2, (shape[0],), generator=generator)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=1e-4)
-        self.train(1)  # warm-up: allocator, optimizer state
+        if case not in INFER_ONLY:
+            self.train(1)  # warm-up: allocator, optimizer state
         self.infer(1)
+
+    def _loss(self):
+        logits = self._forward()
+        if logits.dim() == 3:  # causal LM: predict each next token
+            return self.torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), self.input_ids[:, 1:].reshape(-1)
+            )
+        return self.torch.nn.functional.cross_entropy(logits, self.labels)
 
     def _forward(self):
         return _logits(self.model(input_ids=self.input_ids, attention_mask=self.attention_mask))
@@ -111,7 +172,7 @@ class _Case:
         times = []
         for _ in range(steps):
             start, start_cpu = time.perf_counter(), time.process_time()
-            loss = self.torch.nn.functional.cross_entropy(self._forward(), self.labels)
+            loss = self._loss()
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -212,8 +273,9 @@ def drive(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"missing interpreter for {missing}: run `make setup` and scripts/reference_venv.sh"
         )
-    if "plain" not in args.cases:
-        args.cases = ["plain", *args.cases]
+    for plain in dict.fromkeys(plain_for(c) for c in args.cases):
+        if plain not in args.cases:
+            args.cases = [plain, *args.cases]
     started = time.perf_counter()
     workers = {impl: _Worker(impl, args.cases) for impl in PYTHONS}
     print(f"workers ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -225,13 +287,15 @@ def drive(args: argparse.Namespace) -> None:
             order = ["ours", "ref"] if round_index % 2 == 0 else ["ref", "ours"]
             for case in args.cases:
                 for phase in ("train", "infer"):
+                    if phase == "train" and case in INFER_ONLY:
+                        continue
                     for impl in order:
                         times = workers[impl].run(case, phase, steps[phase])
                         samples.setdefault((impl, case, phase), []).append(times)
-                        if phase == "infer" and case != "plain":
+                        if phase == "infer" and case != plain_for(case):
                             # The plain model right after, so the overhead is measured under
                             # the same load.
-                            plain = workers[impl].run("plain", phase, steps[phase])
+                            plain = workers[impl].run(plain_for(case), phase, steps[phase])
                             samples.setdefault((impl, case, "plain"), []).append(plain)
             print(
                 f"round {round_index + 1}/{args.rounds} done at "
@@ -256,8 +320,10 @@ def _report(args, samples, trainable) -> None:
         return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
     print(
-        f"\nMiniLM-L6 (all-MiniLM-L6-v2), batch {BATCH} x {SEQ_LEN}, CPU, torch threads "
-        f"{THREADS}; {args.rounds} rounds of {args.train_steps} train + {args.infer_steps} "
+        f"\nMiniLM-L6 (all-MiniLM-L6-v2), batch {BATCH} x {SEQ_LEN}; llama_*: a random "
+        f"Llama-style decoder of ~100M parameters, batch {LLAMA_BATCH} x {LLAMA_SEQ_LEN}; CPU, "
+        f"torch threads {THREADS}; {args.rounds} rounds of {args.train_steps} train + "
+        f"{args.infer_steps} "
         "inference steps per case and library, the two libraries interleaved.\n"
         "Times: median over rounds of each round's median step [fastest step]. Ratios: median "
         "over rounds of ratios measured within the round [ratio of the fastest steps]."
@@ -274,6 +340,9 @@ def _report(args, samples, trainable) -> None:
         for case in args.cases:
             cells = [case, f"{trainable['ours'][case]:,}", f"{trainable['ref'][case]:,}"]
             for phase in ("train", "infer"):
+                if (("ours", case, phase)) not in samples:
+                    cells += ["-", "-", "-"]
+                    continue
                 rounds = {impl: per_round(impl, case, phase, clock) for impl in PYTHONS}
                 best = {impl: fastest(impl, case, phase, clock) for impl in PYTHONS}
                 for impl in PYTHONS:
@@ -283,7 +352,7 @@ def _report(args, samples, trainable) -> None:
                 ratio = paired_ratio(rounds["ours"], rounds["ref"])
                 cells.append(f"{_fmt_ratio(ratio)} [{_fmt_ratio(best['ours'] / best['ref'])}]")
             for impl in PYTHONS:
-                if case == "plain":
+                if case == plain_for(case):
                     cells.append("-")
                     continue
                 mine = per_round(impl, case, "infer", clock)
@@ -297,10 +366,12 @@ def _report(args, samples, trainable) -> None:
                 )
             print("| " + " | ".join(cells) + " |")
     print(
-        "\nTargets: train ours/ref <= 0.90x; seq_bn inference overhead vs plain <= +5%. "
-        "plain = transformers BertForSequenceClassification (all parameters trainable) in each "
-        "library's own venv (ours: transformers 5, ref: transformers 4.57); each overhead pairs "
-        "the case with plain-model steps run right after it."
+        "\nTargets: train ours/ref <= 0.90x; seq_bn inference overhead vs plain <= +5%; "
+        "lora inference overhead <= the reference's; merged lora +0%. "
+        "plain = transformers BertForSequenceClassification (llama_plain: LlamaForCausalLM; "
+        "all parameters trainable) in each library's own venv (ours: transformers 5, ref: "
+        "transformers 4.57); each overhead pairs the case with plain-model steps run right "
+        "after it."
     )
     if args.json:
         Path(args.json).write_text(

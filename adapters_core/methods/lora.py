@@ -171,7 +171,12 @@ class LoRALayerMixin(nn.Module):
             return out
         if type(setup) is Stack and len(setup.children) == 1 and isinstance(setup[0], str):
             name = setup[0]
-            hidden, gate = self.loras[name](None, x)
+            if name not in self.loras:
+                return out
+            module = self.loras[name]
+            if module.fused_add:
+                return module.add_to(out, x)
+            hidden, gate = module(None, x)
             if gate is not None:
                 self._store_gate(name, gate)
             return self._combine(name, out, hidden)

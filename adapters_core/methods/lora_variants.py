@@ -70,6 +70,8 @@ class LoRAVariant(nn.Module):
         self.use_gating = config.use_gating
         self.use_dora = config.use_dora
         self.lora_dropout = Dropout(p=config.dropout) if config.dropout > 0 else None
+        # plain additive LoRA on an unfused layer: one addmm onto the layer's output
+        self.fused_add = False
         if self.use_gating:
             self.gate = nn.Linear(in_features, gating_heads)
             nn.init.normal_(self.gate.weight, std=0.02, generator=_generator(config))
@@ -121,6 +123,20 @@ class LoRA(LoRAVariant):
         self.lora_B = nn.Parameter(torch.zeros(rows * n_parts, config.r, dtype=dtype))
         init_pair(self.lora_A, self.lora_B, config.init_weights, _generator(config))
         self._init_magnitude(weight_rows, dtype)
+        self.fused_add = n_parts == 1 and not self.use_dora and not self.use_gating
+
+    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out + B A x * scaling`` with the last product accumulated onto ``out``."""
+        h = x if self.lora_dropout is None else self.lora_dropout(x)
+        dtype = self.lora_A.dtype
+        a = F.linear(h.to(dtype), self.lora_A)
+        flat = torch.addmm(
+            out.reshape(-1, out.shape[-1]).to(dtype),
+            a.reshape(-1, a.shape[-1]),
+            self.lora_B.t(),
+            alpha=self.scaling,
+        )
+        return flat.view(out.shape).to(out.dtype)
 
     def forward(self, hidden: torch.Tensor | None, x: torch.Tensor) -> tuple[Any, Any]:
         h = x if hidden is None else hidden
