@@ -326,3 +326,23 @@ def qkv_linears(
         LinearSpec(f"{prefix}.{n}" if prefix else n, location, m)
         for n, m in zip(names, ATTENTION_MATRICES, strict=True)
     )
+
+
+def hooked(
+    key: str,
+    container: str,
+    output: str,
+    residual: str,
+    layer_norm: str | None = None,
+    result: str = "delta",
+) -> AdapterLocation:
+    """A hooked location: adapters on ``output``'s output, residual at ``residual``'s input."""
+    return AdapterLocation(
+        key,
+        container,
+        "hook",
+        layer_norm=layer_norm,
+        output=output,
+        residual=residual,
+        result=result,
+    )
