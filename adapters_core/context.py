@@ -68,17 +68,27 @@ class AdapterSetup:
 
 
 class ForwardContext:
-    """Collects optional per-forward outputs (fusion attention scores, gating scores)."""
+    """Per-forward state, opened on every forward of a model with adapters.
+
+    Carries optional outputs (fusion attention scores, gating scores), the residuals hooked
+    bottleneck locations store between their two hooks, and free-form per-forward values
+    methods need (``values``: prefix states, prompt lengths, ReFT positions...). Reach it from
+    inside a forward with :meth:`get_context`.
+    """
 
     def __init__(
         self,
         output_adapter_fusion_attentions: bool = False,
         output_adapter_gating_scores: bool = False,
+        **values: Any,
     ) -> None:
         self.output_adapter_fusion_attentions = output_adapter_fusion_attentions
         self.output_adapter_gating_scores = output_adapter_gating_scores
         self.adapter_fusion_attentions: dict[str, dict[int, dict[str, Any]]] = {}
         self.adapter_gating_scores: dict[str, dict[int, dict[str, Any]]] = {}
+        self.residuals: dict[int, Any] = {}
+        self.values: dict[str, Any] = dict(values)
+        self.adapter_setup = AdapterSetup.get_context_adapter_setup()
         self._token: contextvars.Token | None = None
 
     def __enter__(self) -> ForwardContext:
@@ -93,3 +103,30 @@ class ForwardContext:
     @staticmethod
     def get_context() -> ForwardContext | None:
         return _FORWARD_CONTEXT.get()
+
+
+def _open_context(module: Any, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook of a base model: open a ForwardContext unless one is open."""
+    opened = module.__dict__.setdefault("_adapters_forward_contexts", [])
+    if ForwardContext.get_context() is None:
+        ctx = ForwardContext()
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ctx.values["attention_mask"] = kwargs.get("attention_mask")
+        ctx.values["input_ids"] = ids
+        opened.append(ctx.__enter__())
+    else:
+        opened.append(None)
+
+
+def _close_context(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+    opened = module.__dict__.get("_adapters_forward_contexts")
+    if opened:
+        ctx = opened.pop()
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+
+def open_on_every_forward(module: Any) -> None:
+    """Register the hooks that open a ForwardContext around every forward of ``module``."""
+    module.register_forward_pre_hook(_open_context, with_kwargs=True, prepend=True)
+    module.register_forward_hook(_close_context, with_kwargs=True, always_call=True)

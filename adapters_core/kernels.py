@@ -10,11 +10,16 @@ own CPU Bernoulli draws it, so each element is still kept, independently, with p
 default generator, so ``torch.manual_seed`` still fixes it.
 
 Everything else (inference, other devices, other dtypes) goes to PyTorch's or transformers' own
-implementation unchanged. :func:`attach` puts both kernels into a model.
+implementation unchanged. :func:`attach` puts both kernels into a model; the attention kernel
+only for the model types it is tested on (:data:`ATTENTION_MODEL_TYPES`).
+
+Turning them off: ``adapters_core.init(model, cpu_kernels=False)``, or the environment variable
+``ADAPTERS_CORE_CPU_KERNELS=0`` (read when adapter support is added to a model).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -25,6 +30,16 @@ from transformers.integrations.sdpa_attention import (
 )
 
 ATTENTION_NAME = "adapters_core_sdpa"
+ENV_SWITCH = "ADAPTERS_CORE_CPU_KERNELS"
+# model types whose attention path is tested against transformers' SDPA (tests/core/test_kernels.py)
+ATTENTION_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+
+
+def enabled(cpu_kernels: bool | None = None) -> bool:
+    """Whether to attach the kernels: the explicit choice, else the environment switch."""
+    if cpu_kernels is not None:
+        return bool(cpu_kernels)
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _uses_fast_path(x: torch.Tensor, p: float, training: bool) -> bool:
@@ -162,6 +177,10 @@ def attach(model: nn.Module) -> None:
         if type(module) is nn.Dropout:
             module.__class__ = Dropout
     config = getattr(model, "config", None)
-    if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
+    if (
+        config is not None
+        and getattr(config, "model_type", None) in ATTENTION_MODEL_TYPES
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+    ):
         _register_attention()
         config._attn_implementation = ATTENTION_NAME

@@ -20,11 +20,10 @@ from .composition import (
     AdapterCompositionBlock,
     Fuse,
     Stack,
-    check_supported,
     parse_composition,
 )
 from .configuration import AdapterConfig, AdapterFusionConfig, ConfigUnion
-from .context import AdapterSetup
+from .context import AdapterSetup, open_on_every_forward
 from .errors import (
     AdapterConfigError,
     AdapterError,
@@ -32,7 +31,7 @@ from .errors import (
     CompositionError,
 )
 from .methods import METHODS
-from .methods.bottleneck import iter_bottleneck_layers
+from .methods.base import ModelHandle, iter_layers
 from .models import ArchitectureSpec, get_spec
 from .weights import (
     adapter_filter,
@@ -62,6 +61,8 @@ class ModelAdaptersConfig:
         self.active_setup: AdapterCompositionBlock | None = None
         self.active_flat: frozenset[str] = frozenset()
         self.skip_layers: list[int] | None = None
+        # adapters folded into the model's weights (merge_adapter), in merge order
+        self.merged: list[str] = []
 
     def fusion_config(self, name: str) -> AdapterFusionConfig | None:
         entry = self.fusions.get(name)
@@ -140,7 +141,9 @@ class ModelAdaptersMixin:
 
     # --- setup ---------------------------------------------------------------------------
 
-    def _init_adapters(self, spec: ArchitectureSpec | None = None) -> None:
+    def _init_adapters(
+        self, spec: ArchitectureSpec | None = None, cpu_kernels: bool | None = None
+    ) -> None:
         if "adapters_config" in self.__dict__:
             return
         spec = spec or get_spec(self.config.model_type)  # type: ignore[attr-defined]
@@ -151,9 +154,16 @@ class ModelAdaptersMixin:
         if base is not self:
             object.__setattr__(base, "adapters_config", state)
         for method in METHODS:
-            method.attach(base, spec, state)
-        kernels.attach(self)  # type: ignore[arg-type]
+            method.attach(self.adapters_handle)
+        if kernels.enabled(cpu_kernels):
+            kernels.attach(self)  # type: ignore[arg-type]
+        open_on_every_forward(base)
         base.register_forward_pre_hook(_replicate_for_parallel, with_kwargs=True)
+
+    @property
+    def adapters_handle(self) -> ModelHandle:
+        """What adapter methods see of this model (base model, table, shared state)."""
+        return ModelHandle(self.adapter_base_model, self.adapters_spec, self.adapters_config)
 
     @property
     def adapter_base_model(self) -> nn.Module:
@@ -184,26 +194,19 @@ class ModelAdaptersMixin:
             raise AdapterConfigError(
                 f"No adapter method in adapters_core builds {type(unhandled[0]).__name__}."
             )
+        handle = self.adapters_handle
+        methods = [m for m in METHODS if m.handles(cfg)]
+        for method in methods:
+            method.validate(handle, adapter_name, cfg)
         self.adapters_config.adapters[adapter_name] = cfg
-        base, spec = self.adapter_base_model, self.adapters_spec
         try:
-            for method in METHODS:
-                if method.handles(cfg):
-                    method.add_adapter(base, spec, self.adapters_config, adapter_name, cfg)
+            for method in methods:
+                method.add_adapter(handle, adapter_name, cfg)
         except Exception:
             self.delete_adapter(adapter_name)
             raise
-        self._move_new_modules()
         if set_active:
             self.set_active_adapters(adapter_name)
-
-    def _move_new_modules(self) -> None:
-        # new modules follow the base model's device and (floating) dtype
-        param = next(iter(self.adapter_base_model.parameters()), None)  # type: ignore[attr-defined]
-        if param is not None and param.device.type != "meta":
-            dtype = param.dtype if param.dtype.is_floating_point else None
-            for module in self._adapter_containers():
-                module.to(device=param.device, dtype=dtype)
 
     def adapter_to(
         self, name: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -213,16 +216,6 @@ class ModelAdaptersMixin:
             for module in modules.values():
                 module.to(device=device, dtype=dtype)
 
-    def _adapter_containers(self) -> list[nn.Module]:
-        base = self.adapter_base_model
-        out: list[nn.Module] = []
-        for _, _, module in iter_bottleneck_layers(base, self.adapters_spec):
-            out.extend([module.adapters, module.adapter_fusion_layer])
-        inv = getattr(base, "invertible_adapters", None)
-        if inv is not None:
-            out.append(inv)
-        return out
-
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name not in self.adapters_config.adapters:
             raise AdapterNotFoundError(f"No adapter named {adapter_name!r} in this model.")
@@ -230,7 +223,7 @@ class ModelAdaptersMixin:
             if adapter_name in names:
                 self.delete_adapter_fusion(fusion_name)
         for method in METHODS:
-            method.delete_adapter(self.adapter_base_model, self.adapters_spec, adapter_name)
+            method.delete_adapter(self.adapters_handle, adapter_name)
         del self.adapters_config.adapters[adapter_name]
         active = self.adapters_config.active_setup
         if active is not None and adapter_name in active.flatten():
@@ -258,10 +251,7 @@ class ModelAdaptersMixin:
         fusion_config = AdapterFusionConfig.load(config)
         self.adapters_config.fusions[fusion_name] = (names, fusion_config)
         for method in METHODS:
-            method.add_fusion(
-                self.adapter_base_model, self.adapters_spec, self.adapters_config, fusion_name
-            )
-        self._move_new_modules()
+            method.add_fusion(self.adapters_handle, fusion_name)
         if set_active:
             self.set_active_adapters(fuse)
 
@@ -276,7 +266,7 @@ class ModelAdaptersMixin:
         if fusion_name not in self.adapters_config.fusions:
             raise AdapterNotFoundError(f"No fusion named {fusion_name!r} in this model.")
         for method in METHODS:
-            method.delete_fusion(self.adapter_base_model, self.adapters_spec, fusion_name)
+            method.delete_fusion(self.adapters_handle, fusion_name)
         del self.adapters_config.fusions[fusion_name]
 
     def _restore_adapters_from_config(self) -> None:
@@ -305,43 +295,12 @@ class ModelAdaptersMixin:
         if name not in self.adapters_config.adapters:
             raise AdapterNotFoundError(f"No adapter named {name!r} in this model.")
         out: dict[int, dict[str, nn.Module]] = {}
-        for idx, location, module in iter_bottleneck_layers(
-            self.adapter_base_model, self.adapters_spec
-        ):
-            if name in module.adapters:
-                out.setdefault(idx, {})[location] = module.adapters[name]
-        inv = getattr(self.adapter_base_model, "invertible_adapters", None)
-        if inv is not None and name in inv:
-            out.setdefault(-1, {})["invertible"] = inv[name]
+        handle = self.adapters_handle
         for method in METHODS:
-            modules_of = getattr(method, "modules_of", None)
-            if modules_of is not None:
-                for idx, found in modules_of(self.adapter_base_model, name).items():
-                    out.setdefault(idx, {}).update(found)
+            for key, module in method.adapter_modules(handle, name).items():
+                idx, _, location = key.partition(".")
+                out.setdefault(int(idx), {})[location] = module
         return out
-
-    def merge_adapter(self, name: str) -> None:
-        """Fold LoRA-family adapter ``name`` into the weights it adapts (no cost at inference).
-
-        The outputs stay those of the unmerged adapter; :meth:`reset_adapter` undoes it."""
-        if name not in self.adapters_config.adapters:
-            raise AdapterNotFoundError(f"No adapter named {name!r} in this model.")
-        merge = [m for m in METHODS if m.handles(self.adapters_config.adapters[name])]
-        merge = [m for m in merge if hasattr(m, "merge")]
-        if not merge:
-            raise AdapterError(
-                f"Adapter {name!r} cannot be merged: only LoRA-family adapters (lora, ia3, dora, "
-                "vera) can."
-            )
-        for method in merge:
-            method.merge(self.adapter_base_model, name)  # type: ignore[attr-defined]
-
-    def reset_adapter(self) -> None:
-        """Undo :meth:`merge_adapter`: the adapted layers get their own weights back."""
-        for method in METHODS:
-            reset = getattr(method, "reset", None)
-            if reset is not None:
-                reset(self.adapter_base_model)
 
     # --- activation ----------------------------------------------------------------------
 
@@ -354,13 +313,10 @@ class ModelAdaptersMixin:
             raise AdapterNotFoundError(
                 f"No adapter named {', '.join(map(repr, missing))} in this model."
             )
+        handle = self.adapters_handle
         for method in METHODS:
             if any(method.handles(self.adapters_config.adapters[n]) for n in setup.flatten()):
-                if method.name == "bottleneck":
-                    check_supported(setup, method.supported_compositions)
-                check = getattr(method, "check_setup", None)
-                if check is not None:
-                    check(setup, self.adapters_config.adapters)
+                method.validate_setup(handle, setup)  # type: ignore[arg-type]
         self._check_fusions(setup)
         return setup  # type: ignore[return-value]
 
@@ -392,6 +348,31 @@ class ModelAdaptersMixin:
     @active_adapters.setter
     def active_adapters(self, adapter_setup: SetupArg) -> None:
         self.set_active_adapters(adapter_setup)
+
+    # --- merging -------------------------------------------------------------------------
+
+    def _methods_of(self, name: str) -> list[Any]:
+        if name not in self.adapters_config.adapters:
+            raise AdapterNotFoundError(f"No adapter named {name!r} in this model.")
+        cfg = self.adapters_config.adapters[name]
+        return [m for m in METHODS if m.handles(cfg)]
+
+    def merge_adapter(self, name: str) -> None:
+        """Fold adapter ``name`` into the model's weights (methods that support it: LoRA...)."""
+        if name in self.adapters_config.merged:
+            return
+        for method in self._methods_of(name):
+            method.merge(self.adapters_handle, name)
+        self.adapters_config.merged.append(name)
+
+    def reset_adapter(self, name: str | None = None) -> None:
+        """Undo :meth:`merge_adapter` (all merged adapters when ``name`` is None)."""
+        names = [name] if name is not None else list(self.adapters_config.merged)
+        for n in names:
+            for method in self._methods_of(n):
+                method.unmerge(self.adapters_handle, n)
+            if n in self.adapters_config.merged:
+                self.adapters_config.merged.remove(n)
 
     # --- training ------------------------------------------------------------------------
 
@@ -540,6 +521,10 @@ class ModelAdaptersMixin:
             content.setdefault(key, value)
         loading.write_json_config(content, folder / loading.ADAPTER_CONFIG_NAME)
         state = collect(self, adapter_filter(adapter_name))  # type: ignore[arg-type]
+        config = self.adapters_config.adapters[adapter_name]
+        for method in METHODS:
+            if method.handles(config):
+                state = method.pre_save(self.adapters_handle, adapter_name, state)
         loading.write_state_dict(
             state, loading.weights_file_for_saving(folder, "adapter", use_safetensors)
         )
@@ -682,9 +667,7 @@ class ModelAdaptersMixin:
             state = loading.upgrade_legacy_keys(state)
         state = rename_adapter_keys(state, saved_name, name)
         if leave_out:
-            state = {
-                k: v for k, v in state.items() if not any(f".layer.{i}." in k for i in leave_out)
-            }
+            state = self._drop_layers(state, set(leave_out))
         existing = self.adapters_config.adapters.get(name)
         if existing is not None and existing != adapter_config:
             raise AdapterError(
@@ -695,9 +678,8 @@ class ModelAdaptersMixin:
         if added:
             self.add_adapter(name, adapter_config)
         for method in METHODS:
-            prepare = getattr(method, "prepare_state", None)
-            if prepare is not None and method.handles(adapter_config):
-                state = prepare(self.adapter_base_model, name, state)
+            if method.handles(adapter_config):
+                state = method.pre_load(self.adapters_handle, name, state)
         try:
             load_strict(
                 self,  # type: ignore[arg-type]
@@ -715,6 +697,25 @@ class ModelAdaptersMixin:
         if set_active:
             self.set_active_adapters(name)
         return name
+
+    def _drop_layers(
+        self, state: dict[str, torch.Tensor], layers: set[int]
+    ) -> dict[str, torch.Tensor]:
+        """Leave out the keys of modules inside the given layers (the reference's numbering)."""
+        base = self.adapter_base_model
+        paths = {id(m): n for n, m in base.named_modules()}
+        prefixes = tuple(
+            paths[id(layer)] + "."
+            for idx, _, layer in iter_layers(self.adapters_handle)
+            if idx in layers
+        )
+        model_prefix = self.adapters_spec.base_model_prefix + "."
+
+        def inside(key: str) -> bool:
+            rel = key[len(model_prefix) :] if key.startswith(model_prefix) else key
+            return rel.startswith(prefixes)
+
+        return {k: v for k, v in state.items() if not inside(k)}
 
     def _load_head_with_adapter(self, folder: Path, adapter_name: str) -> None:
         saved = loading.read_json_config(folder / loading.HEAD_CONFIG_NAME)
@@ -879,12 +880,15 @@ def _fuse_names(setup: Any) -> list[str]:
 _MIXED_CLASSES: dict[type, type] = {}
 
 
-def init(model: nn.Module, adapters_config: Any = None) -> nn.Module:
+def init(
+    model: nn.Module, adapters_config: Any = None, cpu_kernels: bool | None = None
+) -> nn.Module:
     """Add adapter support to a plain Hugging Face model instance (in place; returns it).
 
-    ``BertModel``, ``BertForSequenceClassification``, ``RobertaModel`` ... gain ``add_adapter``,
-    ``train_adapter``, ``save_adapter``, ``load_adapter`` and the rest. Weight names are those
-    of the reference library for the same class.
+    ``BertModel``, ``BertForSequenceClassification``, ``Qwen2ForCausalLM`` ... gain
+    ``add_adapter``, ``train_adapter``, ``save_adapter``, ``load_adapter`` and the rest. Weight
+    names are those of the reference library for the same class. ``cpu_kernels=False`` keeps
+    the model's own dropout and attention (default: on unless ``ADAPTERS_CORE_CPU_KERNELS=0``).
     """
     if isinstance(model, ModelAdaptersMixin):
         return model
@@ -895,5 +899,5 @@ def init(model: nn.Module, adapters_config: Any = None) -> nn.Module:
         new_cls = type(cls.__name__, (ModelAdaptersMixin, cls), {"__module__": cls.__module__})
         _MIXED_CLASSES[cls] = new_cls
     model.__class__ = new_cls
-    model._init_adapters(spec)  # type: ignore[attr-defined]
+    model._init_adapters(spec, cpu_kernels)  # type: ignore[attr-defined]
     return model

@@ -7,7 +7,7 @@ inverse before their output projection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,11 +15,7 @@ from torch import nn
 from ..composition import Stack
 from ..configuration import AdapterConfig, BnConfig, ConfigUnion
 from ..context import AdapterSetup
-from .base import Activation, AdapterMethod
-
-if TYPE_CHECKING:
-    from ..model_mixin import ModelAdaptersConfig
-    from ..models.spec import ArchitectureSpec
+from .base import Activation, AdapterMethod, ModelHandle, place_like, resolve
 
 
 def _subnet(
@@ -119,49 +115,62 @@ def _embedding_hook(module: nn.Module, args: Any, output: Any) -> Any:
     return (adapter(output[0]),) + tuple(output[1:])
 
 
+def _embedding_input_hook(module: nn.Module, args: Any, kwargs: Any) -> Any:
+    adapter = active_invertible_adapter(module.__dict__["_adapters_owner"])
+    if adapter is None:
+        return None
+    if args:
+        return (adapter(args[0]), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": adapter(kwargs["hidden_states"])}
+
+
 class InvertibleMethod(AdapterMethod):
     name = "invertible"
     supported_compositions = (Stack,)
+    config_names = ("seq_bn_inv", "double_seq_bn_inv")
 
-    def attach(
-        self, base_model: nn.Module, spec: ArchitectureSpec, state: ModelAdaptersConfig
-    ) -> None:
-        from ..models import resolve_path
-
+    def attach(self, model: ModelHandle) -> None:
+        base_model = model.base_model
         if "invertible_adapters" in base_model._modules:
             return
         base_model.invertible_adapters = nn.ModuleDict()
-        embeddings = resolve_path(base_model, spec.embeddings)
+        path, _, mode = model.spec.embeddings.partition(":")
+        embeddings = resolve(base_model, path)
         # a plain attribute (not a submodule) so deepcopy maps it to the copied base model
         object.__setattr__(embeddings, "_adapters_owner", base_model)
-        embeddings.register_forward_hook(_embedding_hook)
+        if mode == "input":
+            embeddings.register_forward_pre_hook(_embedding_input_hook, with_kwargs=True)
+        else:
+            embeddings.register_forward_hook(_embedding_hook)
 
     def handles(self, config: AdapterConfig) -> bool:
         return _inv_config(config) is not None
 
-    def add_adapter(
-        self,
-        base_model: nn.Module,
-        spec: ArchitectureSpec,
-        state: ModelAdaptersConfig,
-        name: str,
-        config: AdapterConfig,
-    ) -> None:
+    def validate_setup(self, model: ModelHandle, setup: Any) -> None:
+        """Any setup: the invertible adapter of its first adapter runs (as the reference)."""
+
+    def add_adapter(self, model: ModelHandle, name: str, config: AdapterConfig) -> None:
         bn = _inv_config(config)
         if bn is None:
             return
-        hidden = getattr(base_model.config, spec.hidden_size_attr)
         rf = bn.inv_adapter_reduction_factor or 2
         block_cls = NICECouplingBlock if bn.inv_adapter == "nice" else GLOWCouplingBlock
-        block = block_cls(hidden, non_linearity=bn.non_linearity, reduction_factor=rf)
+        block = block_cls(model.hidden_size, non_linearity=bn.non_linearity, reduction_factor=rf)
         block.apply(_init_linear)
-        block.train(base_model.training)
-        base_model.invertible_adapters[name] = block
+        path = model.spec.embeddings.partition(":")[0]
+        site = resolve(model.base_model, path)
+        model.base_model.invertible_adapters[name] = place_like(block, site)
 
-    def delete_adapter(self, base_model: nn.Module, spec: ArchitectureSpec, name: str) -> None:
-        inv = getattr(base_model, "invertible_adapters", None)
+    def delete_adapter(self, model: ModelHandle, name: str) -> None:
+        inv = getattr(model.base_model, "invertible_adapters", None)
         if inv is not None and name in inv:
             del inv[name]
+
+    def adapter_modules(self, model: ModelHandle, name: str) -> dict[str, nn.Module]:
+        inv = getattr(model.base_model, "invertible_adapters", None)
+        if inv is not None and name in inv:
+            return {"-1.invertible": inv[name]}
+        return {}
 
 
 def _init_linear(module: nn.Module) -> None:

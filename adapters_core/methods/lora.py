@@ -18,12 +18,13 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..composition import AdapterCompositionBlock, Average, BatchSplit, Parallel, Stack
+from ..composition import AdapterCompositionBlock, Average, BatchSplit, Fuse, Parallel, Split, Stack
 from ..configuration import AdapterConfig, ConfigUnion
 from ..configuration.lora_config import LoRAConfig
-from ..context import AdapterSetup, ForwardContext
-from ..errors import AdapterError, CompositionError
-from .base import AdapterMethod
+from ..context import ForwardContext
+from ..errors import AdapterConfigError, AdapterError, CompositionError
+from .base import AdapterMethod, ModelHandle, iter_linears
+from .engine import ComposableLayer
 from .lora_variants import VARIANTS, LoRAVariant, Vera, VeraShared, compact_vera_state
 
 if TYPE_CHECKING:
@@ -33,17 +34,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LinearTarget:
-    """One linear layer the family may wrap (paths relative to the base model)."""
+    """One linear layer the family may wrap (``path`` relative to the base model)."""
 
     layer_idx: int
     path: str
-    location: str  # "selfattn" (self- and cross-attention), "intermediate" or "output"
+    location: str  # "selfattn", "crossattn", "intermediate" or "output"
     attn_key: str | None = None  # q, k, v or o for attention projections
     fused: tuple[str, ...] = ()  # ("q", "k", "v") for a fused projection, in row order
 
     def parts_for(self, config: LoRAConfig) -> list[str]:
-        """The parts of this layer ``config`` adapts (one unnamed part for a plain layer)."""
-        if self.location == "selfattn":
+        """The parts of this layer ``config`` adapts (one unnamed part for a plain layer).
+
+        Cross-attention counts as attention, as in the reference (``selfattn_lora`` and
+        ``attn_matrices`` select it too)."""
+        if self.location in ("selfattn", "crossattn"):
             if not config.selfattn_lora:
                 return []
             if self.fused:
@@ -57,8 +61,8 @@ class LinearTarget:
 
 
 class LoRAState(NamedTuple):
-    x: torch.Tensor  # the layer's input
-    hidden: torch.Tensor | None  # what the adapters computed so far (compact rows)
+    hidden_states: torch.Tensor  # the layer's input
+    delta: torch.Tensor | None  # what the adapters computed so far (compact rows)
     out: torch.Tensor  # the frozen layer's output
     last: str | None
 
@@ -69,8 +73,11 @@ def lora_configs_of(config: AdapterConfig) -> list[LoRAConfig]:
     return [config] if isinstance(config, LoRAConfig) else []
 
 
-class LoRALayerMixin(nn.Module):
-    """Swapped into an ``nn.Linear`` / ``Conv1D``; see the module docstring."""
+class LoRALayerMixin(ComposableLayer, nn.Module):
+    """Swapped into an ``nn.Linear`` / ``Conv1D``; see the module docstring. Compositions run
+    on the shared engine; Fuse and Split pass through when none of their adapters is here."""
+
+    supported_compositions = (Stack, BatchSplit, Parallel, Average, Fuse, Split)
 
     def init_lora_layer(self, target: LinearTarget, state: ModelAdaptersConfig) -> None:
         self.lora_target = target
@@ -166,7 +173,7 @@ class LoRALayerMixin(nn.Module):
         out = super().forward(x)
         if not self.loras or self.lora_merged is not None:
             return out
-        setup = self._active_setup()
+        setup = self.active_setup()
         if setup is None:
             return out
         if type(setup) is Stack and len(setup.children) == 1 and isinstance(setup[0], str):
@@ -176,39 +183,26 @@ class LoRALayerMixin(nn.Module):
             module = self.loras[name]
             if module.fused_add:
                 return module.add_to(out, x)
-            hidden, gate = module(None, x)
+            delta, gate = module(None, x)
             if gate is not None:
                 self._store_gate(name, gate)
-            return self._combine(name, out, hidden)
-        state = self._compose(setup, LoRAState(x, None, out, None), 0)
-        if state.last is None or state.hidden is None:
+            return self._combine(name, out, delta)
+        state = self.compose(setup, LoRAState(x, None, out, None), 0)
+        if state.last is None or state.delta is None:
             return state.out
-        return self._combine(state.last, state.out, state.hidden)
+        return self._combine(state.last, state.out, state.delta)
 
-    def _active_setup(self) -> AdapterCompositionBlock | None:
-        ctx = AdapterSetup.get_context()
-        state = self.adapters_state
-        if ctx is not None:
-            setup, flat = ctx.adapter_setup, ctx.flat
-        else:
-            setup, flat = state.active_setup, state.active_flat
-        if setup is None:
-            return None
-        if state.skip_layers is not None and self.layer_idx in state.skip_layers:
-            return None
-        return setup if any(n in self.loras for n in flat) else None
-
-    def _combine(self, name: str, out: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    def _combine(self, name: str, out: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         module = self.loras[name]
-        if hidden.dtype != out.dtype:
-            hidden = hidden.to(out.dtype)
+        if delta.dtype != out.dtype:
+            delta = delta.to(out.dtype)
         if module.composition_mode == "scale":
-            return out * self._pad(name, hidden, 1.0)
+            return out * self._pad(name, delta, 1.0)
         if module.use_dora:
             scale = module.m.weight.view(-1) / self._dora_norm(name, module)
             scale = self._pad(name, scale.to(out.dtype), 1.0)
-            return scale * (out + self._pad(name, hidden, 0.0))
-        return out + self._pad(name, hidden, 0.0)
+            return scale * (out + self._pad(name, delta, 0.0))
+        return out + self._pad(name, delta, 0.0)
 
     def _compact_weight(self, name: str) -> torch.Tensor:
         w = self.weight_oi()
@@ -228,81 +222,69 @@ class LoRALayerMixin(nn.Module):
                 gate.detach().squeeze().cpu().numpy()
             )
 
-    # --- composition -----------------------------------------------------------------------
+    # --- composition (the engine calls these) ------------------------------------------------
 
-    def _compose(self, setup: Any, state: LoRAState, lvl: int) -> LoRAState:
-        if isinstance(setup, str):
-            if setup not in self.loras:
-                return state
-            hidden, gate = self.loras[setup](state.hidden, state.x)
-            if gate is not None:
-                self._store_gate(setup, gate)
-            return state._replace(hidden=hidden, last=setup)
-        if isinstance(setup, Stack):
-            for child in setup:
-                state = self._compose(child, state, lvl + 1)
-            return state
-        if isinstance(setup, BatchSplit | Parallel):
-            bsz = state.x.shape[0]
-            if isinstance(setup, BatchSplit):
-                sizes = list(setup.batch_sizes)
-                if sum(sizes) != bsz:
-                    raise CompositionError(
-                        f"The batch has size {bsz}, which differs from the sum of batch_sizes "
-                        f"{sizes}."
-                    )
-            else:
-                if bsz % len(setup) != 0:
-                    raise CompositionError(
-                        "The batch size in a Parallel block must be divisible by the number "
-                        "of channels."
-                    )
-                sizes = [bsz // len(setup)] * len(setup)
-            children, start = [], 0
-            for child, size in zip(setup, sizes, strict=True):
-                part = _slice(state, slice(start, start + size))
-                start += size
-                children.append(self._compose(child, part, lvl + 1))
-            return self._concat(children)
-        if isinstance(setup, Average):
-            children = [
-                self._compose(c, state, lvl + 1)
-                for c in setup
-                if not isinstance(c, str) or c in self.loras
-            ]
-            children = [c for c in children if c.hidden is not None]
-            if not children:
-                return state
-            weights = torch.tensor(setup.weights[: len(children)], dtype=state.out.dtype)
-            stacked = torch.stack([c.hidden for c in children], 0)  # type: ignore[misc]
-            weights = weights.to(stacked.device).view(-1, *([1] * (stacked.dim() - 1)))
-            # the reference takes the mean of the weighted outputs (it divides by N as well)
-            return children[-1]._replace(hidden=(stacked * weights).mean(dim=0))
+    def adapter_modules(self) -> nn.ModuleDict:
+        return self.loras
+
+    def compose_single(self, name: str, state: LoRAState, lvl: int) -> LoRAState:
+        delta, gate = self.loras[name](state.delta, state.hidden_states)
+        if gate is not None:
+            self._store_gate(name, gate)
+        return state._replace(delta=delta, last=name)
+
+    def compose_fuse(self, setup: Fuse, state: LoRAState, lvl: int) -> LoRAState:
+        return self._pass_through(setup, state)
+
+    def compose_split(self, setup: Split, state: LoRAState, lvl: int) -> LoRAState:
+        return self._pass_through(setup, state)
+
+    def _pass_through(self, setup: AdapterCompositionBlock, state: LoRAState) -> LoRAState:
         if set(setup.flatten()).isdisjoint(self.loras.keys()):
             return state
         raise CompositionError(
             f"{type(setup).__name__} composition is not supported by LoRA-family adapters."
         )
 
-    def _concat(self, states: list[LoRAState]) -> LoRAState:
-        hiddens = [s.hidden for s in states]
-        hidden = None
-        if any(h is not None for h in hiddens):
-            last = next(s.last for s in reversed(states) if s.last is not None)
+    def slice_state(self, state: LoRAState, index: slice, dim: int) -> LoRAState:
+        delta = state.delta
+        if delta is not None:
+            delta = delta.expand(*state.hidden_states.shape[:-1], delta.shape[-1])
+            delta = delta[index] if dim == 0 else delta[:, index]
+        x, out = state.hidden_states, state.out
+        if dim == 0:
+            return LoRAState(x[index], delta, out[index], state.last)
+        return LoRAState(x[:, index], delta, out[:, index], state.last)
+
+    def concat_states(self, states: list[LoRAState], dim: int) -> LoRAState:
+        deltas = [s.delta for s in states]
+        last = next((s.last for s in reversed(states) if s.last is not None), None)
+        delta = None
+        if last is not None and any(d is not None for d in deltas):
             fill = 1.0 if self.loras[last].composition_mode == "scale" else 0.0
-            ref = next(h for h in hiddens if h is not None)
+            ref = next(d for d in deltas if d is not None)
             parts = []
-            for s, h in zip(states, hiddens, strict=True):
-                if h is None:
-                    h = ref.new_full((*s.x.shape[:-1], ref.shape[-1]), fill)
-                parts.append(h.expand(*s.x.shape[:-1], h.shape[-1]))
-            hidden = torch.cat(parts, 0)
+            for s, d in zip(states, deltas, strict=True):
+                if d is None:  # a child without an adapter here: the neutral element
+                    d = ref.new_full((*s.hidden_states.shape[:-1], ref.shape[-1]), fill)
+                parts.append(d.expand(*s.hidden_states.shape[:-1], d.shape[-1]))
+            delta = torch.cat(parts, dim)
         return LoRAState(
-            torch.cat([s.x for s in states], 0),
-            hidden,
-            torch.cat([s.out for s in states], 0),
-            next((s.last for s in reversed(states) if s.last is not None), None),
+            torch.cat([s.hidden_states for s in states], dim),
+            delta,
+            torch.cat([s.out for s in states], dim),
+            last,
         )
+
+    def average_states(self, states: list[LoRAState], weights: list[float]) -> LoRAState:
+        done = [s for s in states if s.delta is not None]
+        if not done:
+            return states[0]
+        stacked = torch.stack([s.delta for s in done], 0)  # type: ignore[misc]
+        w = torch.tensor(weights[: len(done)], dtype=stacked.dtype, device=stacked.device)
+        w = w.view(-1, *([1] * (stacked.dim() - 1)))
+        # the reference takes the mean of the weighted outputs (it divides by N as well)
+        return done[-1]._replace(delta=(stacked * w).mean(dim=0))
 
     # --- merging ---------------------------------------------------------------------------
 
@@ -378,13 +360,6 @@ def _offsets(rows: list[slice], total: int) -> list[tuple[int, int]]:
     return [(i * size, (i + 1) * size) for i in range(len(rows))]
 
 
-def _slice(state: LoRAState, index: slice) -> LoRAState:
-    hidden = state.hidden
-    if hidden is not None:
-        hidden = hidden.expand(*state.x.shape[:-1], hidden.shape[-1])[index]
-    return LoRAState(state.x[index], hidden, state.out[index], state.last)
-
-
 def module_dtype(config: LoRAConfig, weight: torch.Tensor) -> torch.dtype | None:
     if config.dtype:
         return getattr(torch, config.dtype)
@@ -421,57 +396,89 @@ def _shared_container(base_model: nn.Module) -> nn.ModuleDict:
     return shared
 
 
+def targets_from_table(model: ModelHandle) -> list[tuple[LinearTarget, nn.Module]]:
+    """The linear layers the architecture table lists, with the modules found in the model."""
+    out = []
+    for site in iter_linears(model):
+        lin = site.spec
+        path = f"{site.stack.path}.{site.idx}.{lin.path}"  # informative only
+        target = LinearTarget(site.idx, path, lin.location, lin.matrix, tuple(lin.fused))
+        out.append((target, site.module))
+    return out
+
+
 class LoRAMethod(AdapterMethod):
     """LoRA, IA3, DoRA and VeRA (the reference's ``architecture: lora``)."""
 
     name = "lora"
     supported_compositions = (Stack, BatchSplit, Parallel, Average)
+    config_names = ("lora", "ia3", "dora", "vera")
 
     def __init__(self, targets: Any = None) -> None:
-        # targets(base_model, spec) -> list[LinearTarget]; the architecture table's by default
+        # targets(base_model) -> [LinearTarget] with paths; by default the architecture table's
         self._targets = targets
 
-    def targets(self, base_model: nn.Module, spec: ArchitectureSpec) -> list[LinearTarget]:
-        if self._targets is not None:
-            return self._targets(base_model, spec)
-        from .lora_targets import targets_from_spec
+    def sites(self, model: ModelHandle) -> list[tuple[LinearTarget, nn.Module]]:
+        if self._targets is None:
+            return targets_from_table(model)
+        from ..models import resolve_path
 
-        return targets_from_spec(base_model, spec)
+        return [
+            (t, resolve_path(model.base_model, t.path)) for t in self._targets(model.base_model)
+        ]
+
+    def supports(self, spec: ArchitectureSpec, config_name: str) -> str | None:
+        # fused QKV (DoRA, VeRA) and narrower k/v (VeRA) work here, unlike in the reference
+        if not any(stack.linears for stack in spec.stacks):
+            return "the architecture table lists no linear layers"
+        return None
 
     def handles(self, config: AdapterConfig) -> bool:
         return bool(lora_configs_of(config))
 
-    def add_adapter(
-        self,
-        base_model: nn.Module,
-        spec: ArchitectureSpec,
-        state: ModelAdaptersConfig,
-        name: str,
-        config: AdapterConfig,
-    ) -> None:
-        from ..models import resolve_path
+    def _chosen(self, model: ModelHandle, cfg: LoRAConfig) -> list[tuple[LinearTarget, nn.Module]]:
+        return [
+            (t, m)
+            for t, m in self.sites(model)
+            if t.parts_for(cfg) and t.layer_idx not in cfg.leave_out
+        ]
 
+    def validate(self, model: ModelHandle, name: str, config: AdapterConfig) -> None:
         for cfg in lora_configs_of(config):
-            sites = []
-            for target in self.targets(base_model, spec):
-                if target.parts_for(cfg) and target.layer_idx not in cfg.leave_out:
-                    sites.append((target, resolve_path(base_model, target.path)))
+            sites = self._chosen(model, cfg)
             if not sites:
-                raise AdapterError(
+                raise AdapterConfigError(
                     f"Adapter {name!r} ({cfg.variant}) adapts no layer of this model: check "
                     "attn_matrices, selfattn_lora/intermediate_lora/output_lora and leave_out."
                 )
-            shared = None
-            if cfg.is_vera:
-                shared = self._make_shared(base_model, name, cfg, sites)
+            if cfg.use_gating and any(t.fused for t, _ in sites):
+                raise AdapterConfigError(
+                    f"Adapter {name!r}: gating (use_gating) is not supported on fused QKV "
+                    "projections."
+                )
+            for _, module in sites:
+                if not isinstance(module, nn.Linear | Conv1D):
+                    raise AdapterConfigError(
+                        f"LoRA-family adapters wrap nn.Linear or Conv1D layers, not "
+                        f"{type(module).__name__}."
+                    )
+
+    def add_adapter(self, model: ModelHandle, name: str, config: AdapterConfig) -> None:
+        for cfg in lora_configs_of(config):
+            sites = self._chosen(model, cfg)
+            shared = self._make_shared(model.base_model, name, cfg, sites) if cfg.is_vera else None
             for target, module in sites:
                 _swap(module)
                 if not hasattr(module, "loras"):
-                    module.init_lora_layer(target, state)  # type: ignore[operator]
+                    module.init_lora_layer(target, model.state)  # type: ignore[operator]
                 module.add_lora(name, cfg, shared)  # type: ignore[operator]
 
     def _make_shared(
-        self, base_model: nn.Module, name: str, cfg: LoRAConfig, sites: list[tuple[Any, Any]]
+        self,
+        base_model: nn.Module,
+        name: str,
+        cfg: LoRAConfig,
+        sites: list[tuple[LinearTarget, nn.Module]],
     ) -> VeraShared:
         max_in, max_rows = 0, 0
         for target, module in sites:
@@ -489,68 +496,70 @@ class LoRAMethod(AdapterMethod):
         _shared_container(base_model)[name] = shared
         return shared
 
-    def delete_adapter(self, base_model: nn.Module, spec: ArchitectureSpec, name: str) -> None:
-        for layer in lora_layers(base_model):
+    def delete_adapter(self, model: ModelHandle, name: str) -> None:
+        for layer in lora_layers(model.base_model):
             layer.delete_lora(name)
-        shared = getattr(base_model, "shared_parameters", None)
+        shared = getattr(model.base_model, "shared_parameters", None)
         if shared is not None and name in shared:
             del shared[name]
 
-    # --- beyond the base interface -----------------------------------------------------------
+    def adapter_modules(self, model: ModelHandle, name: str) -> dict[str, nn.Module]:
+        out: dict[str, nn.Module] = {}
+        for layer in lora_layers(model.base_model):
+            if name in layer.loras:
+                target = layer.lora_target
+                key = target.location + (f"_{target.attn_key}" if target.attn_key else "")
+                key = key + ("_" + "".join(target.fused) if target.fused else "")
+                out[f"{layer.layer_idx}.{key}"] = layer.loras[name]
+        return out
 
-    def check_setup(self, setup: Any, adapters: dict[str, AdapterConfig]) -> None:
+    def validate_setup(self, model: ModelHandle, setup: AdapterCompositionBlock) -> None:
         """Refuse blocks the family cannot run (Fuse, Split) around its adapters."""
+        self._check(setup, model.state.adapters)
+
+    def _check(self, setup: Any, adapters: dict[str, AdapterConfig]) -> None:
         if isinstance(setup, str):
             return
-        mine = {n for n in setup.flatten() if lora_configs_of(adapters.get(n) or {})}  # type: ignore[arg-type]
+        mine = sorted(n for n in setup.flatten() if n in adapters and self.handles(adapters[n]))
         if not mine:
             return
         if not isinstance(setup, self.supported_compositions):
             names = ", ".join(t.__name__ for t in self.supported_compositions)
             raise CompositionError(
                 f"{type(setup).__name__} composition is not supported by LoRA-family adapters "
-                f"({', '.join(sorted(mine))}); supported: {names}."
+                f"({', '.join(mine)}); supported: {names}."
             )
         for child in setup:
-            self.check_setup(child, adapters)
+            self._check(child, adapters)
 
-    def modules_of(self, base_model: nn.Module, name: str) -> dict[int, dict[str, nn.Module]]:
-        out: dict[int, dict[str, nn.Module]] = {}
-        for layer in lora_layers(base_model):
-            if name in layer.loras:
-                key = layer.location_key
-                if layer.lora_target.attn_key:
-                    key = f"{key}_{layer.lora_target.attn_key}"
-                key = f"{key}:{layer.lora_target.path}"
-                out.setdefault(layer.layer_idx, {})[key] = layer.loras[name]
-        return out
-
-    def merge(self, base_model: nn.Module, name: str) -> None:
-        layers = [m for m in lora_layers(base_model) if name in m.loras]
-        if not layers:
-            raise AdapterError(f"Adapter {name!r} has no LoRA-family modules to merge.")
-        merged = [m for m in layers if m.lora_merged not in (None, name)]
+    def merge(self, model: ModelHandle, name: str) -> None:
+        layers = [m for m in lora_layers(model.base_model) if name in m.loras]
+        merged = [m.lora_merged for m in layers if m.lora_merged not in (None, name)]
         if merged:
             raise AdapterError(
-                f"Adapter {merged[0].lora_merged!r} is already merged; call reset_adapter() "
-                "before merging another."
+                f"Adapter {merged[0]!r} is already merged; call reset_adapter() before merging "
+                "another."
             )
+        gated = [m for m in layers if m.loras[name].use_gating]
+        if gated:
+            raise AdapterError("Cannot merge a LoRA module with gating (use_gating=True).")
         for layer in layers:
             layer.merge_lora(name)
 
-    def reset(self, base_model: nn.Module) -> None:
-        for layer in lora_layers(base_model):
-            layer.reset_lora()
+    def unmerge(self, model: ModelHandle, name: str) -> None:
+        for layer in lora_layers(model.base_model):
+            if layer.lora_merged == name:
+                layer.reset_lora()
 
-    def prepare_state(
-        self, base_model: nn.Module, name: str, state: dict[str, torch.Tensor]
+    def pre_load(
+        self, model: ModelHandle, name: str, state: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """Read VeRA's diagonal matrices from a reference file (see ``compact_vera_state``)."""
         d_keys = {k[: -len("vera_D")]: k for k in state if k.endswith(f".loras.{name}.vera_D")}
         if not d_keys:
             return state
         state = dict(state)
-        for mod_name, module in base_model.named_modules():
+        for mod_name, module in model.base_model.named_modules():
             if not isinstance(module, Vera) or not mod_name.endswith(f".loras.{name}"):
                 continue
             key = next((k for p, k in d_keys.items() if p.endswith(mod_name + ".")), None)

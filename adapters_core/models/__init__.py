@@ -6,11 +6,42 @@ import importlib
 from typing import Any
 
 from ..errors import AdapterError
-from . import bert, roberta, xlm_roberta
-from .spec import ArchitectureSpec, StaticHeadSpec
+from . import (
+    bart,
+    bert,
+    deberta_v2,
+    distilbert,
+    electra,
+    gpt2,
+    llama,
+    mbart,
+    mistral,
+    modernbert,
+    qwen2,
+    roberta,
+    t5,
+    xlm_roberta,
+)
+from .spec import ArchitectureSpec, ArchitectureSpecError, StaticHeadSpec
 
 SPECS: dict[str, ArchitectureSpec] = {
-    s.model_type: s for s in (bert.SPEC, roberta.SPEC, xlm_roberta.SPEC)
+    s.model_type: s
+    for s in (
+        bert.SPEC,
+        roberta.SPEC,
+        xlm_roberta.SPEC,
+        distilbert.SPEC,
+        electra.SPEC,
+        deberta_v2.SPEC,
+        gpt2.SPEC,
+        bart.SPEC,
+        mbart.SPEC,
+        t5.SPEC,
+        llama.SPEC,
+        mistral.SPEC,
+        qwen2.SPEC,
+        modernbert.SPEC,
+    )
 }
 
 
@@ -46,6 +77,7 @@ def import_class(ref: str) -> type:
 __all__ = [
     "SPECS",
     "ArchitectureSpec",
+    "ArchitectureSpecError",
     "StaticHeadSpec",
     "get_spec",
     "import_class",

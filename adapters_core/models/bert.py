@@ -1,23 +1,30 @@
 """BERT: where adapters go. Read by generic code in methods/ and models/adapter_model.py."""
 
-from .spec import ArchitectureSpec, StaticHeadSpec
+from .spec import (
+    ArchitectureSpec,
+    LayerStack,
+    LinearSpec,
+    StaticHeadSpec,
+    bert_style_locations,
+    qkv_linears,
+)
+
+# BERT-style layer: attention.self.{query,key,value}, attention.output (dense, dropout, LN),
+# intermediate.dense, output (dense, dropout, LN). Shared by RoBERTa, XLM-R and ELECTRA.
+BERT_LINEARS = (
+    *qkv_linears("attention", ("self.query", "self.key", "self.value", "output.dense")),
+    LinearSpec("intermediate.dense", "intermediate"),
+    LinearSpec("output.dense", "output"),
+)
+BERT_STACKS = (LayerStack("layers", "encoder.layer", bert_style_locations(), BERT_LINEARS),)
 
 SPEC = ArchitectureSpec(
     model_type="bert",
     base_model_prefix="bert",
     base_model_class="transformers:BertModel",
+    stacks=BERT_STACKS,
     embeddings="embeddings",
-    layers="encoder.layer",
-    attention_output="attention.output",
-    ffn_output="output",
-    output_dense="dense",
-    output_dropout="dropout",
-    output_layer_norm="LayerNorm",
-    self_attention="attention.self",
-    query="query",
-    key="key",
-    value="value",
-    intermediate="intermediate.dense",
+    has_pooler=True,
     static_heads={
         "BertForSequenceClassification": StaticHeadSpec(
             {

@@ -1,23 +1,15 @@
 """RoBERTa: where adapters go. Same layout as BERT under the ``roberta`` prefix."""
 
+from .bert import BERT_STACKS
 from .spec import ArchitectureSpec, StaticHeadSpec
 
 SPEC = ArchitectureSpec(
     model_type="roberta",
     base_model_prefix="roberta",
     base_model_class="transformers:RobertaModel",
+    stacks=BERT_STACKS,
     embeddings="embeddings",
-    layers="encoder.layer",
-    attention_output="attention.output",
-    ffn_output="output",
-    output_dense="dense",
-    output_dropout="dropout",
-    output_layer_norm="LayerNorm",
-    self_attention="attention.self",
-    query="query",
-    key="key",
-    value="value",
-    intermediate="intermediate.dense",
+    has_pooler=True,
     static_heads={
         "RobertaForSequenceClassification": StaticHeadSpec(
             {

@@ -21,6 +21,7 @@ from adapters_core import (
     Stack,
 )
 from adapters_core.errors import AdapterError, CompositionError
+from adapters_core.methods.base import ModelHandle
 from adapters_core.methods.lora import LinearTarget, LoRAMethod
 from adapters_core.model_mixin import ModelAdaptersConfig
 
@@ -246,7 +247,7 @@ class _Attention(nn.Module):
         return torch.cat([self.q(x), self.k(x), self.v(x), self.up(x)], -1)
 
 
-def _targets(model: _Attention) -> list[LinearTarget]:
+def _targets(model: nn.Module) -> list[LinearTarget]:
     if hasattr(model, "qkv"):
         out = [LinearTarget(0, "qkv", "selfattn", None, ("q", "k", "v"))]
     else:
@@ -255,12 +256,13 @@ def _targets(model: _Attention) -> list[LinearTarget]:
 
 
 def _attach(model: _Attention, config: str) -> tuple[LoRAMethod, ModelAdaptersConfig]:
-    method = LoRAMethod(targets=lambda base, spec: _targets(base))
+    method = LoRAMethod(targets=_targets)
     state = ModelAdaptersConfig()
-    method.add_adapter(model, None, state, "a", AdapterConfig.load(config))  # type: ignore[arg-type]
+    handle = ModelHandle(model, None, state)  # type: ignore[arg-type]
+    method.add_adapter(handle, "a", AdapterConfig.load(config))
     state.set_active(Stack("a"))
     _perturb(model)
-    return method, state
+    return method, handle
 
 
 def _split_copy(fused: _Attention) -> _Attention:
@@ -284,7 +286,7 @@ def test_fused_qkv_equals_separate_projections(conv1d: bool, variant: str) -> No
     split = _split_copy(fused)
     x = torch.randn(2, 5, 64)
     plain = fused(x)
-    method, _ = _attach(fused, config)
+    method, handle = _attach(fused, config)
     _attach(split, config)
     # copy the fused adapter's weights into the separate layers' adapters, part by part
     module = fused.qkv.loras["a"]
@@ -309,9 +311,9 @@ def test_fused_qkv_equals_separate_projections(conv1d: bool, variant: str) -> No
         out = fused(x)
         assert (out - plain).abs().max() > 1e-3
         assert (out - split(x)).abs().max() <= 1e-5
-        method.merge(fused, "a")
+        method.merge(handle, "a")
         assert (fused(x) - out).abs().max() <= 1e-5
-        method.reset(fused)
+        method.unmerge(handle, "a")
         fused.qkv.loras["a"].train(False)
         assert (fused(x) - out).abs().max() <= 1e-5
 
@@ -322,13 +324,13 @@ def test_grouped_query_attention_merge_and_round_trip(variant: str) -> None:
     model = _Attention(fused=False, kv=32)
     x = torch.randn(2, 5, 64)
     plain = model(x)
-    method, state = _attach(model, WIDE[variant].replace("output_lora=True, ", ""))
+    method, handle = _attach(model, WIDE[variant].replace("output_lora=True, ", ""))
     with torch.no_grad():
         out = model(x)
         assert (out - plain).abs().max() > 1e-3
-        method.merge(model, "a")
+        method.merge(handle, "a")
         assert (model(x) - out).abs().max() <= 1e-5
-        method.reset(model)
+        method.unmerge(handle, "a")
         assert (model(x) - out).abs().max() <= 1e-5
-        state.set_active(None)
+        handle.state.set_active(None)
         assert (model(x) - plain).abs().max() <= 1e-5
