@@ -30,9 +30,11 @@ KeyFilter = Callable[[str], bool]
 
 def adapter_filter(name: str) -> KeyFilter:
     markers = tuple(m.format(name=name) for m in ADAPTER_KEY_MARKERS)
+    # a module of the base model itself (VeRA's shared_parameters on a bare model) has no dot
+    starts = tuple(m[1:] for m in markers if m.startswith("."))
 
     def keep(key: str) -> bool:
-        return any(m in key for m in markers)
+        return any(m in key for m in markers) or key.startswith(starts)
 
     return keep
 

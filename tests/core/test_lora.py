@@ -334,3 +334,26 @@ def test_grouped_query_attention_merge_and_round_trip(variant: str) -> None:
         assert (model(x) - out).abs().max() <= 1e-5
         handle.state.set_active(None)
         assert (model(x) - plain).abs().max() <= 1e-5
+
+
+def test_vera_on_a_bare_model_saves_and_loads_its_shared_matrices(tmp_path: Path) -> None:
+    """On a model without a head prefix the shared matrices are top-level keys."""
+    from transformers import BertModel
+
+    import adapters_core
+
+    torch.manual_seed(0)
+    model = adapters_core.init(BertModel(tiny_bert_config()).eval())
+    model.add_adapter("a", config="vera", set_active=True)
+    _perturb(model)
+    with torch.no_grad():
+        expected = model(**tiny_inputs()).last_hidden_state
+    model.save_adapter(tmp_path, "a")
+    assert "shared_parameters.a.lora_A" in load_file(tmp_path / "adapter.safetensors")
+    torch.manual_seed(1)  # the shared matrices come from the file, not from the seed
+    other = adapters_core.init(BertModel(tiny_bert_config()).eval())
+    with torch.no_grad():
+        other.load_state_dict(model.state_dict(), strict=False)
+    other.load_adapter(tmp_path, set_active=True)
+    with torch.no_grad():
+        assert torch.equal(other(**tiny_inputs()).last_hidden_state, expected)
