@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 from ..composition import AdapterCompositionBlock, Average, BatchSplit, Fuse, Parallel, Split, Stack
@@ -25,7 +26,7 @@ from ..context import ForwardContext
 from ..errors import AdapterConfigError, AdapterError, CompositionError
 from .base import AdapterMethod, ModelHandle, iter_linears
 from .engine import ComposableLayer
-from .lora_variants import VARIANTS, LoRAVariant, Vera, VeraShared, compact_vera_state
+from .lora_variants import VARIANTS, LoRA, LoRAVariant, Vera, VeraShared, compact_vera_state
 
 if TYPE_CHECKING:
     from ..model_mixin import ModelAdaptersConfig
@@ -77,6 +78,8 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
     """Swapped into an ``nn.Linear`` / ``Conv1D``; see the module docstring. Compositions run
     on the shared engine; Fuse and Split pass through when none of their adapters is here."""
 
+    _lora_base_cls: type  # the wrapped layer's own class
+
     supported_compositions = (Stack, BatchSplit, Parallel, Average, Fuse, Split)
 
     def init_lora_layer(self, target: LinearTarget, state: ModelAdaptersConfig) -> None:
@@ -87,7 +90,7 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
         self.loras = nn.ModuleDict()
         self.lora_merged: str | None = None
         self._lora_parts: dict[str, list[str]] = {}
-        self._dora_norms: dict[str, torch.Tensor] = {}
+        self._dora_saved: dict[str, tuple[list[torch.Tensor], list[torch.Tensor] | None]] = {}
 
     # --- geometry --------------------------------------------------------------------------
 
@@ -210,9 +213,31 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
         return w if slices is None else torch.cat([w[s] for s in slices], 0)
 
     def _dora_norm(self, name: str, module: LoRAVariant) -> torch.Tensor:
-        # the reference's norm: of the frozen weight plus the unscaled update, per output row
-        delta = module.delta_weight().to(self.weight.dtype)
+        """The reference's norm: of the frozen weight plus the unscaled update, per row.
+
+        For plain LoRA without materialising ``W + B A``: ``|W_i|^2 + 2 B_i (W A^T)_i +
+        B_i (A A^T) B_i^T``, one pass over W (its own row norms are cached while it is
+        frozen and unchanged)."""
+        weight = self.weight_oi()
+        if isinstance(module, LoRA) and module.n_parts == 1 and weight.dtype == module.lora_A.dtype:
+            a, b = module.lora_A, module.lora_B
+            cross = (b * F.linear(weight, a)).sum(dim=1)
+            square = ((b @ (a @ a.t())) * b).sum(dim=1)
+            return (self._weight_sq_norms() + 2.0 * cross + square).clamp_min(0.0).sqrt()
+        delta = module.delta_weight().to(weight.dtype)
         return torch.linalg.norm(self._compact_weight(name) + delta, dim=1)
+
+    def _weight_sq_norms(self) -> torch.Tensor:
+        w = self.weight
+        if w.requires_grad:
+            return self.weight_oi().pow(2).sum(dim=1)
+        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        cached = self.__dict__.get("_lora_w2")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self.weight_oi().pow(2).sum(dim=1))
+            self.__dict__["_lora_w2"] = cached
+        return cached[1]
 
     def _store_gate(self, name: str, gate: torch.Tensor) -> None:
         ctx = ForwardContext.get_context()
@@ -310,8 +335,13 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
                 factor = (delta.view(-1) * module.scaling).to(w.dtype)
                 self._scale_rows(rows, offsets, factor)
             elif module.use_dora:
+                # dividing the magnitude back out is not exact: keep the rows it rescales
+                bias = self.bias
+                self._dora_saved[name] = (
+                    [w[s].clone() for s in rows],
+                    [bias[s].clone() for s in rows] if bias is not None else None,
+                )
                 norm = torch.linalg.norm(self._compact_weight(name) + delta, dim=1)
-                self._dora_norms[name] = norm
                 factor = module.m.weight.view(-1).to(w.dtype) / norm
                 for s, (a, b) in zip(rows, offsets, strict=True):
                     w[s] += module.scaling * delta[a:b]
@@ -320,6 +350,7 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
                 for s, (a, b) in zip(rows, offsets, strict=True):
                     w[s] += module.scaling * delta[a:b]
         self.lora_merged = name
+        self.__class__ = _layer_class(self._lora_base_cls, merged=True)
 
     def reset_lora(self) -> None:
         name = self.lora_merged
@@ -334,14 +365,17 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
             if module.composition_mode == "scale":
                 factor = (delta.view(-1) * module.scaling).to(w.dtype)
                 self._scale_rows(rows, offsets, 1.0 / factor)
+            elif module.use_dora:
+                weights, biases = self._dora_saved.pop(name)
+                for i, s in enumerate(rows):
+                    w[s] = weights[i]
+                    if biases is not None:
+                        self.bias[s] = biases[i]
             else:
-                if module.use_dora:
-                    norm = self._dora_norms.pop(name)
-                    factor = module.m.weight.view(-1).to(w.dtype) / norm
-                    self._scale_rows(rows, offsets, 1.0 / factor)
                 for s, (a, b) in zip(rows, offsets, strict=True):
                     w[s] -= module.scaling * delta[a:b]
         self.lora_merged = None
+        self.__class__ = _layer_class(self._lora_base_cls, merged=False)
 
     def _scale_rows(
         self, rows: list[slice], offsets: list[tuple[int, int]], factor: torch.Tensor
@@ -366,7 +400,20 @@ def module_dtype(config: LoRAConfig, weight: torch.Tensor) -> torch.dtype | None
     return weight.dtype if weight.dtype.is_floating_point else None
 
 
-_SWAPPED: dict[type, type] = {}
+_SWAPPED: dict[tuple[type, bool], type] = {}
+
+
+def _layer_class(base: type, merged: bool) -> type:
+    """The wrapped class of ``base``; ``merged``: its forward is ``base``'s own, untouched (a
+    merged layer costs nothing at inference)."""
+    new_cls = _SWAPPED.get((base, merged))
+    if new_cls is None:
+        attrs: dict[str, Any] = {"__module__": base.__module__, "_lora_base_cls": base}
+        if merged:
+            attrs["forward"] = base.forward
+        new_cls = type(base.__name__, (LoRALayerMixin, base), attrs)
+        _SWAPPED[(base, merged)] = new_cls
+    return new_cls
 
 
 def _swap(module: nn.Module) -> None:
@@ -376,12 +423,7 @@ def _swap(module: nn.Module) -> None:
         raise AdapterError(
             f"LoRA-family adapters wrap nn.Linear or Conv1D layers, not {type(module).__name__}."
         )
-    cls = type(module)
-    new_cls = _SWAPPED.get(cls)
-    if new_cls is None:
-        new_cls = type(cls.__name__, (LoRALayerMixin, cls), {"__module__": cls.__module__})
-        _SWAPPED[cls] = new_cls
-    module.__class__ = new_cls
+    module.__class__ = _layer_class(type(module), merged=False)
 
 
 def lora_layers(base_model: nn.Module) -> list[LoRALayerMixin]:
