@@ -12,6 +12,7 @@ from hub_server.accounts import services as accounts
 from hub_server.catalog import hubformat
 from hub_server.catalog.models import Architecture
 from hub_server.uploads import services
+from tests.conftest import INTEROP
 
 from .conftest import save_tiny_adapter, zip_folder
 
@@ -72,3 +73,45 @@ def test_lora_adapter_without_a_catalogue_architecture_is_rejected(
     assert (
         entry["name"] == "card" and "no architecture of the catalogue matches" in entry["message"]
     )
+
+
+def save_arch_adapter(folder, arch: str, config: str):
+    """An adapter (no head) with non-zero weights on one of the tiny interop base models."""
+    import torch
+
+    from adapters_core import AutoAdapterModel
+
+    torch.manual_seed(0)
+    model = AutoAdapterModel.from_pretrained(str(INTEROP / "models" / arch))
+    model.config._name_or_path = arch
+    model.add_adapter("a", config=config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".adapters.a." in name or ".loras.a." in name:
+                p.add_(torch.randn(p.shape) * 0.05)
+    model.save_adapter(str(folder), "a", with_head=False)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("arch", "config", "architecture"),
+    [
+        ("tiny-gpt2", "seq_bn", "pfeiffer"),
+        ("tiny-bart", "lora", "lora"),
+        ("tiny-gpt2", "lora", "lora"),
+    ],
+)
+def test_gpt2_and_bart_adapters_are_validated_and_published(
+    alice, tmp_path, settings, django_capture_on_commit_callbacks, arch, config, architecture
+):
+    settings.HUB_BASE_MODELS = {**settings.HUB_BASE_MODELS, arch: str(INTEROP / "models" / arch)}
+    add_architecture("lora", LORA_CONFIG)
+    folder = save_arch_adapter(tmp_path / arch, arch, config)
+    up = upload(alice, zip_folder(folder), django_capture_on_commit_callbacks)
+    assert up.status == "published", up.report
+    checks = {e["name"]: e["message"] for e in up.report}
+    model_type = arch.removeprefix("tiny-")
+    assert f"for {arch} ({model_type}" in checks["config"]
+    assert "the adapter changes them" in checks["run"]
+    adapter = up.adapter_version.adapter
+    assert adapter.unique_id == f"@alice-lab/{arch}_sentiment_demo-reviews_{architecture}"
