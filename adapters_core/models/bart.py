@@ -32,7 +32,9 @@ def bart_stacks(pre_norm: bool) -> tuple[LayerStack, LayerStack]:
         if pre_norm
         else hooked("output_adapter", "output_adapters", "fc2", "fc1", "final_layer_norm")
     )
-    encoder = LayerStack("encoder", "encoder.layers", (mh, out), (*qkv_linears("self_attn", ATTN), *FFN))  # type: ignore[arg-type]
+    encoder = LayerStack(
+        "encoder", "encoder.layers", (mh, out), (*qkv_linears("self_attn", ATTN), *FFN)
+    )  # type: ignore[arg-type]
     decoder = LayerStack(
         "decoder",
         "decoder.layers",

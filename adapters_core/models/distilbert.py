@@ -11,7 +11,9 @@ SPEC = ArchitectureSpec(
             "layers",
             "transformer.layer",
             (
-                hooked("mh_adapter", "attention_adapters", "attention", "attention", "sa_layer_norm"),
+                hooked(
+                    "mh_adapter", "attention_adapters", "attention", "attention", "sa_layer_norm"
+                ),
                 hooked("output_adapter", "output_adapters", "ffn", "ffn", "output_layer_norm"),
             ),
             (

@@ -4,6 +4,4 @@ from dataclasses import replace
 
 from .llama import SPEC as LLAMA_SPEC
 
-SPEC = replace(
-    LLAMA_SPEC, model_type="mistral", base_model_class="transformers:MistralModel"
-)
+SPEC = replace(LLAMA_SPEC, model_type="mistral", base_model_class="transformers:MistralModel")

@@ -17,7 +17,11 @@ SPEC = ArchitectureSpec(
             "layers",
             (
                 hooked(
-                    "mh_adapter", "attention_adapters", "attn.Wo", "attn", "mlp_norm",
+                    "mh_adapter",
+                    "attention_adapters",
+                    "attn.Wo",
+                    "attn",
+                    "mlp_norm",
                     result="full",
                 ),
                 hooked("output_adapter", "output_adapters", "mlp.Wo", "mlp", result="full"),

@@ -18,12 +18,18 @@ SPEC = ArchitectureSpec(
             "layers",
             (
                 hooked(
-                    "mh_adapter", "attention_adapters", "self_attn.o_proj", "input_layernorm",
+                    "mh_adapter",
+                    "attention_adapters",
+                    "self_attn.o_proj",
+                    "input_layernorm",
                     result="full",
                 ),
                 hooked(
-                    "output_adapter", "output_adapters", "mlp.down_proj",
-                    "post_attention_layernorm", result="full",
+                    "output_adapter",
+                    "output_adapters",
+                    "mlp.down_proj",
+                    "post_attention_layernorm",
+                    result="full",
                 ),
             ),
             (
