@@ -271,8 +271,8 @@ class BottleneckMethod(AdapterMethod):
                     raise AdapterConfigError(
                         f"{key}=True: {model.spec.model_type} has no {key} location."
                     )
-                delta = [loc for loc in locs if loc and loc.attach == "hook"]
-                if not bn.original_ln_after and any(loc.result == "delta" for loc in delta):
+                hooked = [loc for loc in locs if loc and loc.attach == "hook"]
+                if not bn.original_ln_after and hooked:
                     raise AdapterConfigError(
                         "original_ln_after=False is not supported on "
                         f"{model.spec.model_type}: its layers add the residual themselves."
