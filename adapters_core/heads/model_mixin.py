@@ -232,9 +232,12 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
             derived = None
         names.update(n for n in _head_names(derived) if n in self.heads)
         names.update(n for n in _head_names(self._active_head) if n in self.heads)
+        tied = self.adapter_base_model.get_input_embeddings().weight
+        embeddings_trained = tied.requires_grad
         for name in names:
             for p in self.heads[name].parameters():
-                p.requires_grad = True
+                # a tied LM projection is the input embedding: it trains only with them
+                p.requires_grad = p is not tied or embeddings_trained
 
     # --- forward ---------------------------------------------------------------------------
 
