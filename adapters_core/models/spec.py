@@ -37,17 +37,6 @@ ATTENTION_MATRICES = ("q", "k", "v", "o")
 POOLING = ("first", "last", "eos")
 STACK_NAMES = ("encoder", "decoder", "layers")
 KINDS = ("encoder", "decoder", "encoder-decoder")
-ALL_HEAD_TYPES = (
-    "classification",
-    "multilabel_classification",
-    "tagging",
-    "multiple_choice",
-    "question_answering",
-    "dependency_parsing",
-    "masked_lm",
-    "causal_lm",
-    "seq2seq_lm",
-)
 ENCODER_HEADS = (
     "classification",
     "multilabel_classification",
@@ -58,6 +47,7 @@ ENCODER_HEADS = (
     "masked_lm",
     "causal_lm",
 )
+ALL_HEAD_TYPES = (*ENCODER_HEADS, "seq2seq_lm")
 DECODER_HEADS = ("classification", "multilabel_classification", "tagging", "causal_lm")
 SEQ2SEQ_HEADS = (
     "classification",
