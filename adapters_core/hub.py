@@ -14,7 +14,6 @@ against path traversal, links and decompression bombs, and cached under their sh
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
+from adapters_core.configuration.config_string import parse_config_string
 from adapters_core.configuration.hashing import config_hash_candidates
 from adapters_core.errors import (
     AdapterConfigError,
@@ -179,45 +179,6 @@ def parse_identifier(identifier: str) -> HubIdentifier:
     return HubIdentifier(parts[0], parts[1] if len(parts) == 2 else None, org or None)
 
 
-def _parse_config_string(text: str) -> tuple[str, dict[str, Any]]:
-    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*", text, flags=re.DOTALL)
-    if not match:
-        raise AdapterConfigError(f"cannot parse config string {text!r}")
-    name, body = match.group(1), match.group(2)
-    overrides: dict[str, Any] = {}
-    if body and body.strip():
-        for item in _split_arguments(body):
-            key, sep, raw = item.partition("=")
-            if not sep or not key.strip():
-                raise AdapterConfigError(f"cannot parse {item!r} in config string {text!r}")
-            overrides[key.strip()] = _parse_literal(raw.strip())
-    return name, overrides
-
-
-def _split_arguments(body: str) -> Iterator[str]:
-    depth, start = 0, 0
-    for position, char in enumerate(body):
-        if char in "[({":
-            depth += 1
-        elif char in "])}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            yield body[start:position]
-            start = position + 1
-    if body[start:].strip():
-        yield body[start:]
-
-
-def _parse_literal(raw: str) -> Any:
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        lowered = raw.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        return raw
-
-
 def resolve_config_dict(
     config: str | Mapping[str, Any] | Any,
     base: str,
@@ -237,7 +198,8 @@ def resolve_config_dict(
         raise AdapterConfigError(f"unsupported config type {type(config).__name__}")
     if "|" in config:
         return None  # unions were never published on the Hub
-    name, overrides = _parse_config_string(config)
+    # one config-string parser for the whole library (configuration/config_string.py)
+    name, overrides = parse_config_string(config)[0]
     architecture = ARCHITECTURE_ALIASES.get(name, name)
     session = session or _session()
     architectures = _fetch_json(session, urljoin(base, "architectures.json"))

@@ -9,7 +9,7 @@ from .base import (
     QuestionAnsweringHead,
     TaggingHead,
 )
-from .language_modeling import BertStyleMaskedLMHead, CausalLMHead
+from .language_modeling import BertStyleMaskedLMHead, CausalLMHead, Seq2SeqLMHead
 
 HEAD_TYPES: dict[str, type[PredictionHead]] = {
     "classification": ClassificationHead,
@@ -19,6 +19,7 @@ HEAD_TYPES: dict[str, type[PredictionHead]] = {
     "question_answering": QuestionAnsweringHead,
     "masked_lm": BertStyleMaskedLMHead,
     "causal_lm": CausalLMHead,
+    "seq2seq_lm": Seq2SeqLMHead,
 }
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "MultipleChoiceHead",
     "PredictionHead",
     "QuestionAnsweringHead",
+    "Seq2SeqLMHead",
     "TaggingHead",
 ]

@@ -107,7 +107,8 @@ class PredictionHead(nn.Sequential):
             if pooled is None:
                 raise ValueError(f"Head {self.name!r} uses the pooler but the model has none.")
             return pooled
-        return sequence_output[:, 0]
+        cls = kwargs.get("cls_output")
+        return cls if cls is not None else sequence_output[:, 0]
 
     def forward(self, sequence_output: torch.Tensor, **kwargs: Any) -> Any:  # type: ignore[override]
         raise NotImplementedError

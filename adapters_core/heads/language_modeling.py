@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import CausalLMOutput, MaskedLMOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput, Seq2SeqLMOutput
 
 from ..methods.base import Activation
 from .base import PredictionHead, _init_module
@@ -65,7 +65,7 @@ class CausalLMHead(PredictionHead):
         return self[len(self) - 1]
 
     def _output(self, loss: Any, logits: torch.Tensor) -> Any:
-        return CausalLMOutput(loss=loss, logits=logits)
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     def forward(self, sequence_output: torch.Tensor, **kwargs: Any) -> Any:  # type: ignore[override]
         hidden = sequence_output
@@ -121,3 +121,42 @@ class BertStyleMaskedLMHead(CausalLMHead):
 
     def _output(self, loss: Any, logits: torch.Tensor) -> Any:
         return MaskedLMOutput(loss=loss, logits=logits)
+
+
+class Seq2SeqLMHead(CausalLMHead):
+    """LM head on an encoder-decoder's decoder output (labels are not shifted)."""
+
+    head_type = "seq2seq_lm"
+
+    def __init__(
+        self,
+        model_config: Any,
+        name: str,
+        vocab_size: int | None = None,
+        layers: int = 1,
+        activation_function: str | None = None,
+        layer_norm: bool = False,
+        bias: bool = False,
+        shift_labels: bool = False,
+        embedding_size: int | None = None,
+        dropout_prob: float | None = None,
+    ) -> None:
+        super().__init__(
+            model_config,
+            name,
+            vocab_size=vocab_size,
+            embedding_size=embedding_size,
+            layers=layers,
+            activation_function=activation_function,
+            layer_norm=layer_norm,
+            bias=bias,
+            shift_labels=shift_labels,
+            dropout_prob=dropout_prob,
+        )
+        # the reference's seq2seq head config has no embedding_size / dropout_prob
+        for key in ("embedding_size", "dropout_prob"):
+            if self.config.get(key) is None or key == "embedding_size":
+                self.config.pop(key, None)
+
+    def _output(self, loss: Any, logits: torch.Tensor) -> Any:
+        return Seq2SeqLMOutput(loss=loss, logits=logits)

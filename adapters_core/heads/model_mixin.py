@@ -54,13 +54,22 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
             head.to(device=param.device, dtype=dtype)
         head.train(self.training)  # type: ignore[attr-defined]
         self.heads[head.name] = head
-        if isinstance(head, CausalLMHead) and getattr(self.config, "tie_word_embeddings", True):  # type: ignore[attr-defined]
+        if isinstance(head, CausalLMHead) and self._ties_lm_head():
             embeddings = self.adapter_base_model.get_input_embeddings()
             output = head.get_output_embeddings()
             if output.weight.shape == embeddings.weight.shape:
                 output.weight = embeddings.weight
         if set_active:
             self.active_head = head.name
+
+    def _ties_lm_head(self) -> bool:
+        """Whether LM heads share the input embeddings (T5 in transformers 5 says so with
+        ``scale_decoder_outputs``; its ``tie_word_embeddings`` is always true)."""
+        config = self.config  # type: ignore[attr-defined]
+        scale = getattr(config, "scale_decoder_outputs", None)
+        if scale is not None:
+            return bool(scale)
+        return bool(getattr(config, "tie_word_embeddings", True))
 
     def add_classification_head(
         self,
@@ -176,6 +185,12 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
         )
         self.add_prediction_head(head, overwrite_ok)
 
+    def add_seq2seq_lm_head(self, head_name: str, overwrite_ok: bool = False) -> None:
+        """An LM head on the decoder of an encoder-decoder (tied to the embeddings if the
+        model ties them)."""
+        head = HEAD_TYPES["seq2seq_lm"](self.config, head_name)
+        self.add_prediction_head(head, overwrite_ok)
+
     def delete_head(self, head_name: str) -> None:
         if head_name not in self.heads:
             raise AdapterNotFoundError(f"No head named {head_name!r} in this model.")
@@ -217,9 +232,12 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
             derived = None
         names.update(n for n in _head_names(derived) if n in self.heads)
         names.update(n for n in _head_names(self._active_head) if n in self.heads)
+        tied = self.adapter_base_model.get_input_embeddings().weight
+        embeddings_trained = tied.requires_grad
         for name in names:
             for p in self.heads[name].parameters():
-                p.requires_grad = True
+                # a tied LM projection is the input embedding: it trains only with them
+                p.requires_grad = p is not tied or embeddings_trained
 
     # --- forward ---------------------------------------------------------------------------
 
@@ -238,19 +256,27 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
         sequence = base_outputs[0]
         pooled = getattr(base_outputs, "pooler_output", None)
         inv = active_invertible_adapter(self.adapter_base_model)
+        input_ids = kwargs.pop("input_ids", None)
 
         def run(name: str, seq: torch.Tensor, pool: Any, extra: dict[str, Any]) -> Any:
             if name not in self.heads:
                 raise AdapterNotFoundError(f"No head named {name!r} in this model.")
             head = self.heads[name]
+            cls = self._pool_sequence(seq, attention_mask, input_ids)
             out = head(
                 seq,
                 pooled_output=pool,
                 attention_mask=attention_mask,
                 invertible_adapter=inv,
+                cls_output=cls,
                 **extra,
             )
-            for field in ("hidden_states", "attentions"):
+            for field in (
+                "hidden_states",
+                "attentions",
+                "past_key_values",
+                "encoder_last_hidden_state",
+            ):
                 value = getattr(base_outputs, field, None)
                 if value is not None and field in out.__dataclass_fields__:
                     out[field] = value
@@ -283,6 +309,31 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
             else:
                 outputs.append(run(name, sequence, pooled, kwargs))
         return _multi(outputs)
+
+    def _pool_sequence(
+        self, seq: torch.Tensor, attention_mask: torch.Tensor | None, input_ids: Any
+    ) -> torch.Tensor | None:
+        """The position a sequence-level head reads, per the table's ``pooling``."""
+        pooling = self.adapters_spec.pooling
+        if pooling == "first" or seq.dim() != 3:
+            return None
+        bsz, length = seq.shape[:2]
+        rows = torch.arange(bsz, device=seq.device)
+        if pooling == "eos" and isinstance(input_ids, torch.Tensor):
+            eos = getattr(self.config, "eos_token_id", None)  # type: ignore[attr-defined]
+            ids = input_ids.repeat(bsz // input_ids.shape[0], 1)
+            if ids.shape[1] == length and eos is not None:
+                is_eos = ids.eq(eos)
+                if bool(is_eos.any(dim=1).all()):
+                    pos = torch.arange(length, device=seq.device).expand(bsz, -1)
+                    return seq[rows, torch.where(is_eos, pos, -1).max(dim=1).values]
+        if attention_mask is not None and attention_mask.shape[-1] == length:
+            mask = attention_mask.repeat(bsz // attention_mask.shape[0], 1)
+            # last non-padding position (right or left padding alike)
+            pos = torch.arange(length, device=seq.device).expand(bsz, -1)
+            last = torch.where(mask.bool(), pos, -1).max(dim=1).values.clamp(min=0)
+            return seq[rows, last]
+        return seq[:, -1]
 
     # --- saving and loading ------------------------------------------------------------------
 

@@ -129,9 +129,26 @@ def iter_linears(model: ModelHandle) -> Iterator[LinearSite]:
                 yield LinearSite(idx, stack, lin, parent, attr, module)
 
 
+# module names under which methods keep adapter modules (never used to place new ones)
+ADAPTER_CONTAINERS = (
+    "adapters",
+    "adapter_fusion_layer",
+    "invertible_adapters",
+    "loras",
+    "refts",
+    "prefix_tunings",
+    "prompt_tunings",
+    "shared_parameters",
+)
+
+
 def site_device_dtype(module: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
-    """Device and floating dtype of the first parameter (or buffer) of ``module``."""
-    for t in [*module.parameters(recurse=True), *module.buffers(recurse=True)]:
+    """Device and floating dtype of the model's own first parameter (or buffer) in ``module``;
+    adapter modules inside it do not count."""
+    named = [*module.named_parameters(recurse=True), *module.named_buffers(recurse=True)]
+    for name, t in named:
+        if any(part in ADAPTER_CONTAINERS for part in name.split(".")):
+            continue
         if t.device.type == "meta":
             return None, None
         return t.device, (t.dtype if t.dtype.is_floating_point else None)

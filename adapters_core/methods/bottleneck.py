@@ -236,11 +236,18 @@ def bn_configs_of(config: AdapterConfig) -> list[BnConfig]:
 
 def iter_sites(model: ModelHandle) -> Iterator[tuple[int, str, BottleneckSite]]:
     """(layer number, location key, site) for every attached location."""
+    for idx, key, site, _ in _iter_sites_with_layers(model):
+        yield idx, key, site
+
+
+def _iter_sites_with_layers(
+    model: ModelHandle,
+) -> Iterator[tuple[int, str, BottleneckSite, nn.Module]]:
     for idx, stack, layer in iter_layers(model):
         for loc in stack.locations:
             site = resolve(layer, loc.container)
             if isinstance(site, BottleneckSite):
-                yield idx, loc.key, site
+                yield idx, loc.key, site, layer
 
 
 class BottleneckMethod(AdapterMethod):
@@ -271,8 +278,8 @@ class BottleneckMethod(AdapterMethod):
                     raise AdapterConfigError(
                         f"{key}=True: {model.spec.model_type} has no {key} location."
                     )
-                delta = [loc for loc in locs if loc and loc.attach == "hook"]
-                if not bn.original_ln_after and any(loc.result == "delta" for loc in delta):
+                hooked = [loc for loc in locs if loc and loc.attach == "hook"]
+                if not bn.original_ln_after and hooked:
                     raise AdapterConfigError(
                         "original_ln_after=False is not supported on "
                         f"{model.spec.model_type}: its layers add the residual themselves."
@@ -280,14 +287,14 @@ class BottleneckMethod(AdapterMethod):
 
     def add_adapter(self, model: ModelHandle, name: str, config: AdapterConfig) -> None:
         hidden = model.hidden_size
-        for idx, location_key, site in iter_sites(model):
+        for idx, location_key, site, layer in _iter_sites_with_layers(model):
             for bn in bn_configs_of(config):
                 if not getattr(bn, location_key, False) or idx in bn.leave_out:
                     continue
                 rf = bn.reduction_factor_for(idx)
                 cls = ParallelBottleneckAdapter if bn.is_parallel else BottleneckAdapter
                 adapter = cls(name, hidden, int(hidden // rf), bn)
-                site.adapters[name] = place_like(adapter, site)  # type: ignore[arg-type]
+                site.adapters[name] = place_like(adapter, layer)
 
     def delete_adapter(self, model: ModelHandle, name: str) -> None:
         for _, _, site in iter_sites(model):
@@ -306,11 +313,11 @@ class BottleneckMethod(AdapterMethod):
         dropout = fusion_config.dropout_prob
         if dropout is None:
             dropout = getattr(model.base_model.config, "attention_probs_dropout_prob", 0.0)
-        for _, _, site in iter_sites(model):
+        for _, _, site, layer in _iter_sites_with_layers(model):
             # a location gets a fusion layer when all fused adapters live there
             if all(n in site.adapters for n in names):
-                layer = AdapterFusionLayer(fusion_config, model.hidden_size, dropout)
-                site.adapter_fusion_layer[name] = place_like(layer, site)  # type: ignore[arg-type]
+                fusion = AdapterFusionLayer(fusion_config, model.hidden_size, dropout)
+                site.adapter_fusion_layer[name] = place_like(fusion, layer)
 
     def delete_fusion(self, model: ModelHandle, name: str) -> None:
         for _, _, site in iter_sites(model):

@@ -268,7 +268,6 @@ class _AdapterHook:
         # plain attribute: a deepcopy of the model maps it to the copied layer
         self.layer = layer
         self.layer_norm = loc.layer_norm
-        self.finish = loc.result == "full"
 
     def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
         site = self.site
@@ -279,7 +278,7 @@ class _AdapterHook:
         hidden = output if isinstance(output, torch.Tensor) else output[0]
         if residual is not None and residual.shape[0] != hidden.shape[0]:
             raise CompositionError("Residual and sub-block output differ in batch size.")
-        result = site.bottleneck_layer_forward(hidden, residual, layer_norm, self.finish)
+        result = site.bottleneck_layer_forward(hidden, residual, layer_norm, finish=False)
         if isinstance(output, torch.Tensor):
             return result
         return (result, *output[1:])

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig
+from transformers import AutoConfig, GenerationMixin, PretrainedConfig
 
 from ..context import AdapterSetup, ForwardContext
 from ..errors import AdapterError
@@ -70,13 +70,20 @@ class AdapterModelBase(ModelWithFlexibleHeadsMixin):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.adapter_base_model.set_input_embeddings(value)
 
+    def get_encoder(self) -> nn.Module:
+        return self.adapter_base_model.get_encoder()
+
+    def get_decoder(self) -> nn.Module:
+        return self.adapter_base_model.get_decoder()
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        head = self.heads.get(self._active_head) if isinstance(self._active_head, str) else None
+        return head.get_output_embeddings() if head is not None else None
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
@@ -85,39 +92,49 @@ class AdapterModelBase(ModelWithFlexibleHeadsMixin):
         output_adapter_fusion_attentions: bool = False,
         **kwargs: Any,
     ) -> Any:
-        base_kwargs = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "position_ids": position_ids,
-            "inputs_embeds": inputs_embeds,
-        }
-        base_kwargs = {k: v for k, v in base_kwargs.items() if v is not None}
+        """The base model's forward (every argument it takes passes through), then the active
+        head(s). Encoder-decoders take ``decoder_input_ids`` (built from ``labels`` by
+        shifting when absent, as transformers does); decoders take ``past_key_values``."""
         kwargs.pop("return_dict", None)
         kwargs.pop("num_items_in_batch", None)
-        want_context = output_adapter_gating_scores or output_adapter_fusion_attentions
+        spec = self.adapters_spec
+        if (
+            spec.is_encoder_decoder
+            and labels is not None
+            and kwargs.get("decoder_input_ids") is None
+            and kwargs.get("decoder_inputs_embeds") is None
+        ):
+            kwargs["decoder_input_ids"] = self._shift_right(labels)
+        base_kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if input_ids is not None:
+            base_kwargs["input_ids"] = input_ids
+        if attention_mask is not None:
+            base_kwargs["attention_mask"] = attention_mask
         context = ForwardContext(output_adapter_fusion_attentions, output_adapter_gating_scores)
-        if want_context:
-            with context:
-                outputs = self.adapter_base_model(**base_kwargs, **kwargs)
-        else:
-            outputs = self.adapter_base_model(**base_kwargs, **kwargs)
+        with context:
+            outputs = self.adapter_base_model(**base_kwargs)
         head_setup = head or AdapterSetup.get_context_head_setup() or self.active_head
         if not head_setup:
             result = outputs
         else:
-            ref = input_ids if input_ids is not None else inputs_embeds
-            head_kwargs: dict[str, Any] = {}
+            if spec.model_type == "t5" and self._ties_lm_head():
+                # as T5ForConditionalGeneration: rescale before a tied output projection
+                outputs = _with_first(outputs, outputs[0] * (self.config.d_model**-0.5))
+            ref = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+            head_kwargs: dict[str, Any] = {"input_ids": input_ids}
             if labels is not None:
                 head_kwargs["labels"] = labels
             if start_positions is not None:
                 head_kwargs["start_positions"] = start_positions
             if end_positions is not None:
                 head_kwargs["end_positions"] = end_positions
+            mask = attention_mask
+            if spec.is_encoder_decoder:
+                mask = kwargs.get("decoder_attention_mask")
             result = self.forward_head(
                 outputs,
                 head_name=head_setup,
-                attention_mask=attention_mask,
+                attention_mask=mask,
                 input_batch_size=ref.shape[0] if ref is not None else None,
                 **head_kwargs,
             )
@@ -126,6 +143,20 @@ class AdapterModelBase(ModelWithFlexibleHeadsMixin):
         if output_adapter_gating_scores:
             result["adapter_gating_scores"] = context.adapter_gating_scores
         return result
+
+    def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:
+        start = self.config.decoder_start_token_id
+        pad = self.config.pad_token_id
+        shifted = labels.new_zeros(labels.shape)
+        shifted[:, 1:] = labels[:, :-1].clone()
+        shifted[:, 0] = start
+        return shifted.masked_fill(shifted == -100, pad)
+
+
+def _with_first(outputs: Any, first: torch.Tensor) -> Any:
+    key = next(iter(outputs.keys()))
+    outputs[key] = first
+    return outputs
 
 
 def _make_adapter_model_class(spec: ArchitectureSpec) -> type:
@@ -136,9 +167,12 @@ def _make_adapter_model_class(spec: ArchitectureSpec) -> type:
         if base_cls.__name__.endswith("Model")
         else base_cls.__name__
     )
+    bases: tuple[type, ...] = (AdapterModelBase, pretrained_cls)
+    if spec.kind != "encoder":
+        bases = (AdapterModelBase, pretrained_cls, GenerationMixin)
     return type(
         f"{stem}AdapterModel",
-        (AdapterModelBase, pretrained_cls),
+        bases,
         {
             "adapters_spec": spec,
             "__module__": __name__,

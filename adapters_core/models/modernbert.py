@@ -16,15 +16,8 @@ SPEC = ArchitectureSpec(
             "layers",
             "layers",
             (
-                hooked(
-                    "mh_adapter",
-                    "attention_adapters",
-                    "attn.Wo",
-                    "attn",
-                    "mlp_norm",
-                    result="full",
-                ),
-                hooked("output_adapter", "output_adapters", "mlp.Wo", "mlp", result="full"),
+                hooked("mh_adapter", "attention_adapters", "attn.Wo", "attn", "mlp_norm"),
+                hooked("output_adapter", "output_adapters", "mlp.Wo", "mlp"),
             ),
             (
                 LinearSpec("attn.Wqkv", "selfattn", fused=("q", "k", "v")),

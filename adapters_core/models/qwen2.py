@@ -1,8 +1,7 @@
 """Qwen2: written by the reference through its plugin interface (adapter_interface.json).
 
 Bottleneck locations are hooked on ``o_proj`` / ``mlp.down_proj`` with the residual taken at
-the input norms, and return what the plugin interface returns (``result="full"``): file and
-output compatibility with adapters saved that way.
+the input norms, as that interface hooks them.
 """
 
 from .spec import DECODER_HEADS, ArchitectureSpec, LayerStack, LinearSpec, hooked, qkv_linears
@@ -17,19 +16,9 @@ SPEC = ArchitectureSpec(
             "layers",
             "layers",
             (
+                hooked("mh_adapter", "attention_adapters", "self_attn.o_proj", "input_layernorm"),
                 hooked(
-                    "mh_adapter",
-                    "attention_adapters",
-                    "self_attn.o_proj",
-                    "input_layernorm",
-                    result="full",
-                ),
-                hooked(
-                    "output_adapter",
-                    "output_adapters",
-                    "mlp.down_proj",
-                    "post_attention_layernorm",
-                    result="full",
+                    "output_adapter", "output_adapters", "mlp.down_proj", "post_attention_layernorm"
                 ),
             ),
             (

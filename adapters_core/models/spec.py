@@ -32,23 +32,11 @@ class ArchitectureSpecError(AdapterError):
 
 LOCATION_KEYS = ("mh_adapter", "output_adapter", "cross_adapter")
 ATTACH_MODES = ("swap", "hook")
-HOOK_RESULTS = ("delta", "full")
 LINEAR_LOCATIONS = ("selfattn", "crossattn", "intermediate", "output")
 ATTENTION_MATRICES = ("q", "k", "v", "o")
 POOLING = ("first", "last", "eos")
 STACK_NAMES = ("encoder", "decoder", "layers")
 KINDS = ("encoder", "decoder", "encoder-decoder")
-ALL_HEAD_TYPES = (
-    "classification",
-    "multilabel_classification",
-    "tagging",
-    "multiple_choice",
-    "question_answering",
-    "dependency_parsing",
-    "masked_lm",
-    "causal_lm",
-    "seq2seq_lm",
-)
 ENCODER_HEADS = (
     "classification",
     "multilabel_classification",
@@ -59,6 +47,7 @@ ENCODER_HEADS = (
     "masked_lm",
     "causal_lm",
 )
+ALL_HEAD_TYPES = (*ENCODER_HEADS, "seq2seq_lm")
 DECODER_HEADS = ("classification", "multilabel_classification", "tagging", "causal_lm")
 SEQ2SEQ_HEADS = (
     "classification",
@@ -141,10 +130,8 @@ class AdapterLocation:
     runs the adapters; the residual ``x`` is the first input of ``residual`` ("" = the layer),
     or its output when ``residual_from="output"``; ``layer_norm`` (relative to the layer, or
     None for pre-norm layers) is the post-norm the model applies to ``h + x``.
-    ``result="delta"``: the hook returns the adapter output before the model's own residual
-    and norm (the reference's native models); ``"full"``: it returns what the reference's
-    plugin interface returns (residual and norm applied; the model then adds its residual
-    again): file and output compatibility with adapters written through that interface.
+    The hook returns the adapter output before the model's own residual and norm, which the
+    model then applies as it always does.
     """
 
     key: str
@@ -156,7 +143,6 @@ class AdapterLocation:
     output: str = ""
     residual: str = ""
     residual_from: str = "input"
-    result: str = "delta"
 
     def validate(self, where: str) -> None:
         _check_choice(f"{where}.key", self.key, LOCATION_KEYS)
@@ -173,7 +159,6 @@ class AdapterLocation:
             _check_path(f"{where}.output", self.output)
             _check_path(f"{where}.residual", self.residual, allow_empty=True)
             _check_choice(f"{where}.residual_from", self.residual_from, ("input", "output"))
-            _check_choice(f"{where}.result", self.result, HOOK_RESULTS)
 
 
 @dataclass(frozen=True)
@@ -334,7 +319,6 @@ def hooked(
     output: str,
     residual: str,
     layer_norm: str | None = None,
-    result: str = "delta",
 ) -> AdapterLocation:
     """A hooked location: adapters on ``output``'s output, residual at ``residual``'s input."""
     return AdapterLocation(
@@ -344,5 +328,4 @@ def hooked(
         layer_norm=layer_norm,
         output=output,
         residual=residual,
-        result=result,
     )

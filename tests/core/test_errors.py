@@ -157,9 +157,9 @@ def test_fusion_needs_adapters(tiny_bert_adapter_model, tmp_path: Path, interop_
 
 
 def test_unsupported_model_type() -> None:
-    from transformers import GPT2Config, GPT2Model
+    from transformers import GPTJConfig, GPTJModel
 
     import adapters_core
 
     with pytest.raises(AdapterError, match="not supported"):
-        adapters_core.init(GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=2)))
+        adapters_core.init(GPTJModel(GPTJConfig(n_embd=32, n_layer=1, n_head=2, vocab_size=64)))

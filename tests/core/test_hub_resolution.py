@@ -446,3 +446,16 @@ def test_ambiguous_task_subtask_does_not_fall_back_to_hf(fake_hub, hf_repo):
     hf_repo.add_hf_repo("qa/squad", {"main": adapter_files("squad", 30.0)})
     with pytest.raises(AmbiguousIdentifierError):
         resolve("qa/squad", config="pfeiffer")
+
+
+def test_hub_reads_config_strings_like_add_adapter(fake_hub):
+    """One parser: the hub and add_adapter agree on a config string (quotes, None, spaces)."""
+    from adapters_core.configuration import AdapterConfig
+    from adapters_core.hub import index_base_url, resolve_config_dict
+
+    text = "pfeiffer[ non_linearity='gelu', reduction_factor=2, init_weights_seed=none ]"
+    full = resolve_config_dict(text, index_base_url())
+    assert full is not None
+    assert full["non_linearity"] == "gelu" and full["reduction_factor"] == 2
+    assert full["init_weights_seed"] is None
+    assert AdapterConfig.load(text)["init_weights_seed"] is None
