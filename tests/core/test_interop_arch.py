@@ -34,7 +34,6 @@ ARCHS = [
     "tiny-modernbert",
 ]
 NOT_YET = {
-    **dict.fromkeys(["lora", "ia3", "dora", "vera", "lora_merged"], "l2-lora"),
     **dict.fromkeys(
         ["compacter", "prefix_tuning", "prompt_tuning", "loreft", "mam", "unipelt"], "issue 14"
     ),
@@ -60,6 +59,8 @@ def _load(model: Any, case_dir: Path, expected: dict[str, Any]) -> Any:
         model.load_adapter(case_dir / saved)
     setup = expected["setup"]
     model.set_active_adapters(setup if isinstance(setup, str) else Stack(*setup["stack"]))
+    for name in expected.get("merged", []):  # lora_merged: merge_adapter after activating
+        model.merge_adapter(name)
     return model.eval()
 
 
