@@ -4,7 +4,8 @@ from .base import Activation, AdapterMethod
 from .bottleneck import BottleneckAdapter, BottleneckMethod, ParallelBottleneckAdapter
 from .fusion import AdapterFusionLayer
 from .invertible import GLOWCouplingBlock, InvertibleMethod, NICECouplingBlock
-from .lora import LoRALayerMixin, LoRAMethod
+from .lora import LoRALayerMixin
+from .lora_method import LoRAMethod
 
 # Order matters only for attach(); each method builds modules for the configs it handles.
 METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod(), LoRAMethod()]

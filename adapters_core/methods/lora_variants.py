@@ -60,7 +60,14 @@ class LoRAVariant(nn.Module):
     composition_mode: ClassVar[str] = "add"
 
     def __init__(
-        self, in_features: int, rows: int, n_parts: int, config: LoRAConfig, gating_heads: int
+        self,
+        in_features: int,
+        rows: int,
+        n_parts: int,
+        config: LoRAConfig,
+        gating_heads: int = 1,
+        weight_rows: torch.Tensor | None = None,
+        shared: VeraShared | None = None,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -75,6 +82,14 @@ class LoRAVariant(nn.Module):
         if self.use_gating:
             self.gate = nn.Linear(in_features, gating_heads)
             nn.init.normal_(self.gate.weight, std=0.02, generator=_generator(config))
+        self._build(config, _dtype(config), shared)
+        self._init_magnitude(weight_rows, _dtype(config))
+
+    def _build(
+        self, config: LoRAConfig, dtype: torch.dtype | None, shared: VeraShared | None
+    ) -> None:
+        """Create the variant's own weights."""
+        raise NotImplementedError
 
     @property
     def out_rows(self) -> int:
@@ -107,23 +122,16 @@ class LoRAVariant(nn.Module):
 class LoRA(LoRAVariant):
     """``x -> B A x * alpha / r`` (with DoRA: plus a learned magnitude ``m`` per output row)."""
 
-    def __init__(
-        self,
-        in_features: int,
-        rows: int,
-        n_parts: int,
-        config: LoRAConfig,
-        gating_heads: int = 1,
-        weight_rows: torch.Tensor | None = None,
+    def _build(
+        self, config: LoRAConfig, dtype: torch.dtype | None, shared: VeraShared | None
     ) -> None:
-        super().__init__(in_features, rows, n_parts, config, gating_heads)
-        dtype = _dtype(config)
         self.scaling = config.alpha / config.r
-        self.lora_A = nn.Parameter(torch.zeros(config.r * n_parts, in_features, dtype=dtype))
-        self.lora_B = nn.Parameter(torch.zeros(rows * n_parts, config.r, dtype=dtype))
+        self.lora_A = nn.Parameter(
+            torch.zeros(self.r * self.n_parts, self.in_features, dtype=dtype)
+        )
+        self.lora_B = nn.Parameter(torch.zeros(self.out_rows, self.r, dtype=dtype))
         init_pair(self.lora_A, self.lora_B, config.init_weights, _generator(config))
-        self._init_magnitude(weight_rows, dtype)
-        self.fused_add = n_parts == 1 and not self.use_dora and not self.use_gating
+        self.fused_add = self.n_parts == 1 and not self.use_dora and not self.use_gating
 
     def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``out + B A x * scaling`` with the last product accumulated onto ``out``."""
@@ -166,18 +174,11 @@ class IA3(LoRAVariant):
 
     composition_mode: ClassVar[str] = "scale"
 
-    def __init__(
-        self,
-        in_features: int,
-        rows: int,
-        n_parts: int,
-        config: LoRAConfig,
-        gating_heads: int = 1,
-        weight_rows: torch.Tensor | None = None,
+    def _build(
+        self, config: LoRAConfig, dtype: torch.dtype | None, shared: VeraShared | None
     ) -> None:
-        super().__init__(in_features, rows, n_parts, config, gating_heads)
         self.scaling = config.alpha
-        self.lora_B = nn.Parameter(torch.zeros(rows * n_parts, 1, dtype=_dtype(config)))
+        self.lora_B = nn.Parameter(torch.zeros(self.out_rows, 1, dtype=dtype))
         with torch.no_grad():
             if config.init_weights == "lora":
                 self.lora_B.zero_()
@@ -230,29 +231,19 @@ class Vera(LoRAVariant):
     so such files reproduce their outputs exactly.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        rows: int,
-        n_parts: int,
-        config: LoRAConfig,
-        gating_heads: int = 1,
-        weight_rows: torch.Tensor | None = None,
-        shared: VeraShared | None = None,
+    def _build(
+        self, config: LoRAConfig, dtype: torch.dtype | None, shared: VeraShared | None
     ) -> None:
-        super().__init__(in_features, rows, n_parts, config, gating_heads)
         if config.composition_mode != "add":
             raise AdapterConfigError("VeRA needs composition_mode 'add'.")
         if shared is None:
             raise AdapterConfigError("VeRA needs its shared matrices.")
-        dtype = _dtype(config)
         self.scaling = config.alpha / config.r
         self._shared = [shared]  # a plain list: not a submodule, saved once by the model
         d = 0.0 if config.vera_d is None else float(config.vera_d)
         b = 0.0 if config.vera_b is None else float(config.vera_b)
-        self.vera_D = nn.Parameter(torch.full((config.r * n_parts,), d, dtype=dtype))
-        self.vera_B = nn.Parameter(torch.full((rows * n_parts,), b, dtype=dtype))
-        self._init_magnitude(weight_rows, dtype)
+        self.vera_D = nn.Parameter(torch.full((self.r * self.n_parts,), d, dtype=dtype))
+        self.vera_B = nn.Parameter(torch.full((self.out_rows,), b, dtype=dtype))
 
     @property
     def dense(self) -> bool:

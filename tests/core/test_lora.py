@@ -22,7 +22,8 @@ from adapters_core import (
 )
 from adapters_core.errors import AdapterError, CompositionError
 from adapters_core.methods.base import ModelHandle
-from adapters_core.methods.lora import LinearTarget, LoRAMethod
+from adapters_core.methods.lora import LinearTarget
+from adapters_core.methods.lora_method import LoRAMethod
 from adapters_core.model_mixin import ModelAdaptersConfig
 
 from .conftest import tiny_bert_config, tiny_inputs

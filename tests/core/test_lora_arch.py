@@ -16,22 +16,9 @@ from transformers import AutoModel
 import adapters_core
 
 from .conftest import INTEROP
+from .test_interop_arch import ARCHS as INTEROP_ARCHS
 
-ARCHS = [
-    "tiny-bert",
-    "tiny-roberta",
-    "tiny-distilbert",
-    "tiny-electra",
-    "tiny-deberta-v2",
-    "tiny-gpt2",
-    "tiny-bart",
-    "tiny-mbart",
-    "tiny-t5",
-    "tiny-llama",
-    "tiny-mistral",
-    "tiny-qwen2",
-    "tiny-modernbert",
-]
+ARCHS = ["tiny-bert", "tiny-roberta", *INTEROP_ARCHS]
 # every location: attention q/k/v/o (fused or not, self and cross), intermediate, output
 CONFIGS = {
     "lora": "lora[attn_matrices=['q','k','v','o'], intermediate_lora=True, output_lora=True]",
