@@ -16,8 +16,8 @@ from adapters_core import (
     Average,
     BatchSplit,
     BertAdapterModel,
-    Fuse,
     Parallel,
+    Split,
     Stack,
 )
 from adapters_core.errors import AdapterError, CompositionError
@@ -209,8 +209,9 @@ def test_compositions() -> None:
         out = model(**inputs, head="h").logits
     assert out.shape == (6, 2)
     assert torch.allclose(out[:3], a, atol=1e-6) and torch.allclose(out[3:], b, atol=1e-6)
-    with pytest.raises(CompositionError, match="Fuse"):
-        model.set_active_adapters(Fuse("a", "b"))
+    # refused when activated, not only when a forward reaches a LoRA layer
+    with pytest.raises(CompositionError, match="Split composition is not supported by LoRA"):
+        model.set_active_adapters(Split("a", "b", splits=[6, 6]))
 
 
 def test_config_strings_and_reference_defaults() -> None:
