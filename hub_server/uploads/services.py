@@ -11,6 +11,7 @@ that repository finds it unchanged.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from datetime import timedelta
@@ -35,6 +36,7 @@ from hub_server.uploads.publishing import (
     publish_adapter_folder,
     render_card_yaml,
 )
+from hub_server.weburl import is_web_url, link_target, web_url_problem
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,26 @@ def clean_card(card: dict[str, Any] | None) -> dict[str, Any]:
         raise UploadRefused(
             f"unknown card field(s) {unknown}; allowed: {sorted(CARD_KEYS)}", 400, "card"
         )
-    return {k: v for k, v in card.items() if v not in (None, "")}
+    card = {k: v for k, v in card.items() if v not in (None, "")}
+    check_card_links(card)
+    return card
+
+
+# `github: @name` is a handle; anything with a scheme must be a web URL like `url`.
+_SCHEME = re.compile(r"^[^/?#@]*:")
+
+
+def check_card_links(card: dict[str, Any]) -> None:
+    """Refuse a card whose `url` is not an absolute http(s) URL, or whose `github`/`twitter`
+    names another scheme (javascript:, data:): they become links on the pages."""
+    if "url" in card and not link_target(card["url"]):
+        raise UploadRefused(web_url_problem("url", card["url"]), 400, "url")
+    for key in ("github", "twitter"):
+        value = card.get(key)
+        if isinstance(value, str) and _SCHEME.match(value.strip()) and not is_web_url(value):
+            raise UploadRefused(
+                f"{key} must be a handle or an absolute http:// or https:// URL", 400, key
+            )
 
 
 def create_upload(
