@@ -7,7 +7,7 @@ from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
 from hub_server.accounts.models import ApiToken
-from hub_server.accounts.services import authenticate_secret
+from hub_server.accounts.services import TokenExpired, authenticate_secret
 from hub_server.security import lockout_message
 
 KEYWORDS = ("bearer", "token")
@@ -26,7 +26,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             secret = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid token: not ASCII.") from None
-        token = authenticate_secret(secret)
+        try:
+            token = authenticate_secret(secret)
+        except TokenExpired as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         return token.user, token

@@ -55,7 +55,21 @@ class UploadRefused(ValueError):
         self.field = field
 
 
-def resolve_organisation(user, org: str | None) -> Organisation:
+def resolve_organisation(
+    user, org: str | None, scoped_to: Organisation | None = None
+) -> Organisation:
+    """The organisation an upload publishes to: `org` if the user is a member (default: the
+    personal one). `scoped_to`: the organisation of the API token the request came with, the
+    only one allowed (and the default)."""
+    if scoped_to is not None:
+        if org and org != scoped_to.name:
+            raise UploadRefused(
+                f"this API token may upload only to organisation {scoped_to.name!r}; create a "
+                "token for the other organisation",
+                403,
+                "org",
+            )
+        org = scoped_to.name
     if not org:
         try:
             return accounts.ensure_personal_organisation(user)
@@ -116,13 +130,14 @@ def create_upload(
     version: str | None = None,
     card: dict[str, Any] | None = None,
     filename: str = "",
+    scoped_to: Organisation | None = None,
 ) -> Upload:
     """Store an upload (a zip of an adapter folder: a Django UploadedFile or any binary file
     object) and queue its validation; return it in status pending."""
     for field, value in (("task", task), ("subtask", subtask), ("type", type)):
         if not value or not str(value).strip():
             raise UploadRefused(f"{field} is required", 400, field)
-    organisation = resolve_organisation(user, org)
+    organisation = resolve_organisation(user, org, scoped_to)
     card = clean_card(card)
     try:
         blob = storage.store_stream(archive, max_size=settings.HUB_UPLOAD_MAX_BYTES)
