@@ -81,13 +81,21 @@ def test_main_pages_report_no_policy_violation(watched):
 
 
 def test_signed_in_pages_report_no_policy_violation(watched):
-    get_user_model().objects.create_user("ada", "ada@example.org", PASSWORD)
+    get_user_model().objects.create_superuser("ada", "ada@example.org", PASSWORD)
     watched.goto("/accounts/login/")
     watched.get_by_label("Username").fill("ada")
     watched.get_by_label("Password").fill(PASSWORD)
     watched.get_by_role("button", name="Sign in").click()
     watched.wait_for_url(re.compile(r"/accounts/adapters/$"))
-    for url in ("/accounts/adapters/", "/accounts/tokens/", "/upload/"):
+    pages = ("/accounts/adapters/", "/accounts/tokens/", "/upload/", "/admin/")
+    admin = (
+        "/admin/accounts/apitoken/",
+        "/admin/accounts/organisation/add/",
+        "/admin/uploads/upload/",
+    )
+    # The admin names no icon, so the browser asks for /favicon.ico (a 404 here; not the test).
+    watched.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+    for url in (*pages, *admin):
         watched.goto(url)
         watched.wait_for_load_state("load")
         assert violations(watched) == [], url
