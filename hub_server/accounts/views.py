@@ -22,6 +22,7 @@ from hub_server.accounts.serializers import (
     ApiTokenSerializer,
     NewApiTokenSerializer,
 )
+from hub_server.api.serializers import ErrorSerializer
 
 # Basic auth too, so that `adapterhub login --username` can trade a password for a token.
 AUTHENTICATION = [ApiTokenAuthentication, SessionAuthentication, BasicAuthentication]
@@ -45,7 +46,10 @@ class TokenListView(TokenViewMixin, APIView):
 
     @extend_schema(
         request=ApiTokenRequestSerializer,
-        responses={201: NewApiTokenSerializer, 403: None},
+        responses={
+            201: NewApiTokenSerializer,
+            **{code: ErrorSerializer for code in (400, 401, 403, 429)},
+        },
         description="Only a signed-in session or a password (HTTP Basic) may create a token; a "
         "request authenticated by an API token is refused (403).",
     )
