@@ -101,4 +101,5 @@ def test_train_save_load_merge_reset(tmp_path: Path, arch: str, variant: str) ->
     for key, value in base_state.items():
         assert (state[key] - value).abs().max() <= 1e-5, key
     model.set_active_adapters(None)
-    assert (_hidden(model, inputs) - plain).abs().max() <= 1e-5
+    # W + s*BA - s*BA is W up to one rounding per weight; through the layers that is < 5e-5
+    assert (_hidden(model, inputs) - plain).abs().max() <= 5e-5
