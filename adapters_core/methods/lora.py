@@ -336,7 +336,8 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
                     [w[s].clone() for s in rows],
                     [bias[s].clone() for s in rows] if bias is not None else None,
                 )
-                norm = torch.linalg.norm(self._compact_weight(name) + delta, dim=1)
+                # the forward's own norm, so merged and unmerged scale the rows alike
+                norm = self._dora_norm(name, module)
                 factor = module.m.weight.view(-1).to(w.dtype) / norm
                 for s, (a, b) in zip(rows, offsets, strict=True):
                     w[s] += module.scaling * delta[a:b]
