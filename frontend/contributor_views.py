@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from frontend.forms import TokenForm, UploadForm
@@ -30,10 +31,15 @@ def _private(response):
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request):
-    form = TokenForm(request.POST or None)
+    orgs = account_selectors.organisations_of(request.user).values_list("name", flat=True)
+    form = TokenForm(request.POST or None, organisations=list(orgs))
     if request.method == "POST" and form.is_valid():
         _, secret = accounts.create_token(
-            request.user, name=form.cleaned_data["name"], scope=form.cleaned_data["scope"]
+            request.user,
+            name=form.cleaned_data["name"],
+            scope=form.cleaned_data["scope"],
+            expires_at=form.expires_at(),
+            organisation=form.cleaned_data["organisation"] or None,
         )
         # Post/redirect/get: the secret rides in the session to the next page view, once.
         request.session[NEW_TOKEN_KEY] = secret
@@ -47,6 +53,7 @@ def tokens(request):
                 "form": form,
                 "secret": secret,
                 "tokens": account_selectors.tokens_of(request.user),
+                "now": timezone.now(),
             },
         )
     )

@@ -3,7 +3,10 @@ uploads services'."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
+from django.utils import timezone
 
 from hub_server.accounts.models import ApiToken
 from hub_server.catalog.models import Subtask
@@ -15,6 +18,35 @@ class TokenForm(forms.Form):
         choices=[("read", "read: download private files, whoami"), ("write", "write: upload")],
         initial=ApiToken.Scope.WRITE,
     )
+    expires = forms.TypedChoiceField(
+        label="Expires",
+        choices=[
+            ("7", "in 7 days"),
+            ("30", "in 30 days"),
+            ("90", "in 90 days"),
+            ("365", "in a year"),
+            ("", "never"),
+        ],  # fmt: skip
+        initial="90",
+        required=False,
+        coerce=int,
+        empty_value=None,
+    )
+    organisation = forms.ChoiceField(
+        label="Organisation",
+        required=False,
+        help_text="A token of one organisation can upload only there.",
+    )
+
+    def __init__(self, *args, organisations=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["organisation"].choices = [("", "any of mine")] + [
+            (org, org) for org in organisations
+        ]
+
+    def expires_at(self):
+        days = self.cleaned_data.get("expires")
+        return timezone.now() + timedelta(days=days) if days else None
 
 
 def dataset_choices() -> list:

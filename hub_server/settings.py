@@ -7,6 +7,7 @@ PostgreSQL, CELERY_BROKER_URL and REDIS_URL to Redis, and DJANGO_DEBUG=0 with a 
 
 import json
 import os
+from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -60,6 +61,17 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", n
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = os.environ.get("DJANGO_REFERRER_POLICY", "same-origin")
 X_FRAME_OPTIONS = "DENY"
+# hub_server/security.py: scripts, styles, images and requests of this host only; nothing inline
+# (Swagger UI's data: images aside); never framed. Permissions-Policy: no powerful feature.
+HUB_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+HUB_PERMISSIONS_POLICY = (
+    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), magnetometer=(), "
+    "gyroscope=(), accelerometer=()"
+)
 
 VAR_DIR = Path(os.environ.get("HUB_VAR_DIR", BASE_DIR / "var"))
 HUB_DATA_DIR = Path(os.environ.get("HUB_DATA_DIR", VAR_DIR / "hub-data"))
@@ -77,6 +89,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "hub_server.catalog",
     "hub_server.uploads",
     "hub_server.accounts",
@@ -85,6 +98,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "hub_server.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -92,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in refused for a lockout into hub_server.security.lockout_response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hub_server.urls"
@@ -193,6 +209,31 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "my-adapters"
 LOGOUT_REDIRECT_URL = "home"
 
+# Password guessing (django-axes, docs/configuration.md): every path that checks a password (the
+# sign-in form, the admin, HTTP Basic on the API) goes through authenticate(), where Axes counts
+# failures per account and per client address, separately; at HUB_LOGIN_FAILURE_LIMIT failures
+# within HUB_LOGIN_LOCKOUT_MINUTES that account or address is refused (429, even with the right
+# password) until HUB_LOGIN_LOCKOUT_MINUTES after its last counted failure.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("HUB_LOGIN_LOCKOUT", True)
+AXES_FAILURE_LIMIT = env_int("HUB_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("HUB_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lock ends when it says it will
+AXES_RESET_ON_SUCCESS = False  # signing in to one's own account must not reset an address's count
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful sign-in (Basic auth signs in per request)
+AXES_CLIENT_IP_CALLABLE = "hub_server.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "hub_server.security.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+# How many proxies in front append to X-Forwarded-For (the compose nginx: 1; a load balancer in
+# front of it: 2). Client addresses for lockouts and API throttles are read that many entries
+# from the right; 0 ignores the header (the client could write anything into it).
+HUB_TRUSTED_PROXIES = env_int("HUB_TRUSTED_PROXIES", 0)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -247,6 +288,9 @@ HUB_MIRROR_MAX_BYTES = env_int("HUB_MIRROR_MAX_BYTES", 1024**3)
 HUB_PUBLIC_URL = os.environ.get("HUB_PUBLIC_URL", "").rstrip("/")
 
 REST_FRAMEWORK = {
+    # Throttles key anonymous clients on the address HUB_TRUSTED_PROXIES proxies report (DRF's
+    # default, None, would take X-Forwarded-For as the client wrote it).
+    "NUM_PROXIES": HUB_TRUSTED_PROXIES,
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "hub_server.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

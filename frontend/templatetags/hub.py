@@ -7,6 +7,8 @@ import re
 from django import template
 from django.template.defaultfilters import filesizeformat
 
+from hub_server.weburl import link_target
+
 register = template.Library()
 
 
@@ -56,6 +58,13 @@ def handle(url: str) -> str:
     """The profile name of a github/twitter URL, as @name."""
     match = re.search(r"([^/@]+)/?$", url or "")
     return f"@{match.group(1)}" if match else url
+
+
+@register.filter
+def web_url(value) -> str:
+    """The value when it is an absolute http(s) URL, else "": what a card says becomes a link
+    target only through this filter (a `javascript:` URL that reached the database is text)."""
+    return link_target(value)
 
 
 @register.filter

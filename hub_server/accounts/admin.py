@@ -18,7 +18,17 @@ class OrganisationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "user", "name", "scope", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "prefix",
+        "user",
+        "name",
+        "scope",
+        "organisation",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["scope"]
     search_fields = ["user__username", "name", "prefix"]
     readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]

@@ -3,10 +3,12 @@ or `Authorization: Token ahub_...`. `request.auth` is the ApiToken."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
 from hub_server.accounts.models import ApiToken
-from hub_server.accounts.services import authenticate_secret
+from hub_server.accounts.services import TokenExpired, authenticate_secret
+from hub_server.security import lockout_message
 
 KEYWORDS = ("bearer", "token")
 
@@ -24,7 +26,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             secret = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid token: not ASCII.") from None
-        token = authenticate_secret(secret)
+        try:
+            token = authenticate_secret(secret)
+        except TokenExpired as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         return token.user, token
@@ -48,11 +53,27 @@ class TokenScopePermission(permissions.BasePermission):
         return not isinstance(token, ApiToken) or token.can_write
 
 
+class LockedOut(exceptions.Throttled):
+    default_code = "locked_out"
+
+    def __init__(self):
+        super().__init__(wait=settings.AXES_COOLOFF_TIME.total_seconds(), detail=lockout_message())
+
+
 class BasicAuthentication(authentication.BasicAuthentication):
     """DRF's HTTP Basic, refusing credentials PostgreSQL cannot even look up (a NUL character
-    made the user query raise, a 500) with the same 401 as any wrong password."""
+    made the user query raise, a 500) with the same 401 as any wrong password.
+
+    The password is checked by django.contrib.auth.authenticate with the request, so
+    django-axes counts each failure; a locked-out account or address gets 429 (LockedOut) even
+    with the right password, not the 401 of a wrong one."""
 
     def authenticate_credentials(self, userid, password, request=None):
         if "\x00" in userid or "\x00" in password:
             raise exceptions.AuthenticationFailed("Invalid username/password.")
-        return super().authenticate_credentials(userid, password, request)
+        try:
+            return super().authenticate_credentials(userid, password, request)
+        except exceptions.AuthenticationFailed:
+            if getattr(request, "axes_locked_out", False):
+                raise LockedOut() from None
+            raise

@@ -53,8 +53,15 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=16)
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Recorded on use at most once per LAST_USED_RESOLUTION (services.authenticate_secret).
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Refused from this moment on; null: never expires.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # A token of one organisation uploads and publishes only there; null: any of the user's.
+    organisation = models.ForeignKey(
+        Organisation, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -65,6 +72,11 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def is_expired(self, now=None) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
 
     @property
     def can_write(self) -> bool:

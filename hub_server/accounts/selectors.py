@@ -8,7 +8,9 @@ from hub_server.accounts.models import ApiToken, Membership, Organisation
 
 
 def tokens_of(user) -> QuerySet[ApiToken]:
-    return ApiToken.objects.filter(user=user, revoked_at__isnull=True)
+    return ApiToken.objects.filter(user=user, revoked_at__isnull=True).select_related(
+        "organisation"
+    )
 
 
 def organisations_of(user) -> QuerySet[Organisation]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -22,7 +22,11 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class AccountError(ValueError):
-    """A request the accounts services refuse; the message says why."""
+    """A request the accounts services refuse; the message says why, `field` which input."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def hash_token(secret: str) -> str:
@@ -67,10 +71,26 @@ def ensure_personal_organisation(user) -> Organisation:
     return org
 
 
-def create_token(user, *, name: str = "", scope: str = ApiToken.Scope.READ) -> tuple[ApiToken, str]:
-    """A new token and its secret. The secret is returned this once and stored only hashed."""
+def create_token(
+    user,
+    *,
+    name: str = "",
+    scope: str = ApiToken.Scope.READ,
+    expires_at: datetime | None = None,
+    organisation: Organisation | str | None = None,
+) -> tuple[ApiToken, str]:
+    """A new token and its secret. The secret is returned this once and stored only hashed.
+    `expires_at`: refused from then on; `organisation`: one of the user's organisations, the
+    only one the token may upload and publish to."""
     if scope not in ApiToken.Scope.values:
         raise AccountError(f"scope must be one of {ApiToken.Scope.values}, not {scope!r}")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise AccountError("expires_at must be in the future", "expires_at")
+    if organisation is not None:
+        org_name = organisation if isinstance(organisation, str) else organisation.name
+        organisation = Organisation.objects.filter(name=org_name, membership__user=user).first()
+        if organisation is None:
+            raise AccountError("organisation must be one of your organisations", "organisation")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
     token = ApiToken.objects.create(
         user=user,
@@ -78,6 +98,8 @@ def create_token(user, *, name: str = "", scope: str = ApiToken.Scope.READ) -> t
         scope=scope,
         prefix=secret[: len(TOKEN_PREFIX) + 6],
         key_hash=hash_token(secret),
+        expires_at=expires_at,
+        organisation=organisation,
     )
     return token, secret
 
@@ -92,18 +114,33 @@ def revoke_token(user, token_id: int) -> ApiToken:
     return token
 
 
+class TokenExpired(AccountError):
+    """The secret names a token whose expiry has passed."""
+
+    def __init__(self, token: ApiToken):
+        super().__init__(
+            f"API token {token.prefix}… expired at {token.expires_at:%Y-%m-%d %H:%M} UTC; "
+            "create a new one on the tokens page."
+        )
+        self.token = token
+
+
 def authenticate_secret(secret: str) -> ApiToken | None:
-    """The active token with this secret (its user loaded), or None."""
+    """The active token with this secret (its user and organisation loaded), or None; raises
+    TokenExpired for an expired one. Records the use at most once per LAST_USED_RESOLUTION (one
+    UPDATE a minute per busy token, not one per request), so `last_used_at` lags by up to that."""
     if not secret or not secret.startswith(TOKEN_PREFIX):
         return None
     token = (
-        ApiToken.objects.select_related("user")
+        ApiToken.objects.select_related("user", "organisation")
         .filter(key_hash=hash_token(secret), revoked_at__isnull=True)
         .first()
     )
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()
+    if token.is_expired(now):
+        raise TokenExpired(token)
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now

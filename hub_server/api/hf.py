@@ -474,13 +474,16 @@ def list_models(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "HEAD"])
 def whoami(request: HttpRequest) -> HttpResponse:
     """The user of a hub API token, in the shape huggingface_hub's `whoami()` reads."""
-    from hub_server.accounts.services import authenticate_secret
+    from hub_server.accounts.services import TokenExpired, authenticate_secret
 
     header = request.headers.get("Authorization", "")
     if not header:
         return JsonResponse({"error": "Authorization header is missing: pass a token"}, status=401)
     scheme, _, secret = header.partition(" ")
-    token = authenticate_secret(secret.strip()) if scheme.lower() == "bearer" else None
+    try:
+        token = authenticate_secret(secret.strip()) if scheme.lower() == "bearer" else None
+    except TokenExpired as exc:
+        return JsonResponse({"error": str(exc)}, status=401)
     if token is None:
         return JsonResponse({"error": "Invalid credentials in Authorization header"}, status=401)
     user = token.user

@@ -8,7 +8,7 @@ what /healthz costs). Every route is wrapped in `json_errors`, and any other pat
 from importlib.util import find_spec
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from hub_server.api import views
 from hub_server.api.exceptions import api_not_found, json_errors
@@ -48,7 +48,15 @@ urlpatterns = [
         cached("schema", SpectacularAPIView, vary=origin_and_accept),
         name="api-schema",
     ),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view: Swagger UI's start script is a file of its own (`?script`), not inline,
+    # so the docs work under the Content-Security-Policy (hub_server/security.py).
+    path(
+        "docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api-schema", template_name="api/swagger_ui.html"
+        ),
+        name="api-docs",
+    ),
 ]
 
 # The download view is built in parallel (hub_server/api/downloads.py); routed once it exists.

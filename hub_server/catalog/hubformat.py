@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft7Validator, FormatChecker
 
+from hub_server.weburl import is_hub_path, link_target, web_url_problem
+
 try:  # libyaml is several times faster; the pure-Python loader is equally safe.
     from yaml import CSafeLoader as SafeLoader
 except ImportError:  # pragma: no cover - wheels ship libyaml
@@ -27,6 +29,11 @@ KINDS = ("adapter_type", "task", "subtask", "architecture", "adapter")
 YAML_SUFFIXES = {".yaml", ".yml"}
 SHA_LENGTHS = {"sha1": 40, "sha256": 64}
 HEX = re.compile(r"^[0-9a-f]+$")
+# The format of every URL field: an absolute http(s) URL (hub_server/weburl.py), or empty; a
+# version's file may also be a path on this hub (a card published here without HUB_PUBLIC_URL).
+WEB_URL = "web-url"
+WEB_URL_OR_PATH = "web-url-or-path"
+LINK_FORMATS = {WEB_URL, WEB_URL_OR_PATH}
 
 
 @dataclass
@@ -116,7 +123,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "displayname": _str(80),
             "hf_datasets_id": _str(min_length=None),
             "description": _str(500, None),
-            "url": _str(min_length=None, fmt="uri"),
+            "url": _str(min_length=None, fmt=WEB_URL),
             "citation": _str(min_length=None),
             "language": _str(min_length=None),
             "metric": _object(
@@ -166,7 +173,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             ),
             "author": _str(),
             "email": _str(min_length=None, fmt="email"),
-            "url": _str(min_length=None, fmt="uri"),
+            "url": _str(min_length=None, fmt=WEB_URL),
             "github": _str(min_length=None),
             "twitter": _str(min_length=None),
             "citation": _str(min_length=None),
@@ -186,7 +193,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "additionalProperties": False,
                     "properties": {
                         "version": {"type": "string"},
-                        "url": _str(min_length=None, fmt="uri"),
+                        "url": _str(min_length=None, fmt=WEB_URL_OR_PATH),
                         "sha1": {"type": "string"},
                         "sha256": {"type": "string"},
                         "description": {"type": "string"},
@@ -204,7 +211,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
 }
 
-_FORMATS = FormatChecker(formats=["email", "uri"])
+_FORMATS = FormatChecker(formats=["email"])
+
+
+@_FORMATS.checks(WEB_URL)
+def _web_url(value: object) -> bool:
+    return not isinstance(value, str) or value == "" or bool(link_target(value))
+
+
+@_FORMATS.checks(WEB_URL_OR_PATH)
+def _web_url_or_path(value: object) -> bool:
+    return _web_url(value) or is_hub_path(value)
+
+
 VALIDATORS = {
     kind: Draft7Validator(schema, format_checker=_FORMATS) for kind, schema in SCHEMAS.items()
 }
@@ -264,11 +283,18 @@ def parse_file(path: str, content: bytes) -> ParsedFile | None:
     parsed.data = data
     for error in sorted(VALIDATORS[kind].iter_errors(data), key=lambda e: list(e.absolute_path)):
         field_name = _field_path(error)
-        problem = FileProblem(
-            path, error.message, line=_line_of(text, field_name), field=field_name
+        link = error.validator == "format" and error.validator_value in LINK_FORMATS
+        message = error.message
+        if link:
+            message = web_url_problem(field_name or "url", error.instance)
+            if error.validator_value == WEB_URL_OR_PATH:
+                message += " or a path on this hub"
+        problem = FileProblem(path, message, line=_line_of(text, field_name), field=field_name)
+        # The original CI forgot format checks: a bad email is reported, not fatal. A URL that is
+        # not http(s) is: it would be a link target and a download location (javascript:...).
+        (parsed.warnings if error.validator == "format" and not link else parsed.errors).append(
+            problem
         )
-        # The original CI forgot format checks: a bad email or URL is reported, not fatal.
-        (parsed.warnings if error.validator == "format" else parsed.errors).append(problem)
     if kind == "adapter" and not parsed.errors:
         _check_adapter_files(parsed, text)
     return parsed

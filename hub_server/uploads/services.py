@@ -11,6 +11,7 @@ that repository finds it unchanged.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from datetime import timedelta
@@ -35,6 +36,7 @@ from hub_server.uploads.publishing import (
     publish_adapter_folder,
     render_card_yaml,
 )
+from hub_server.weburl import is_web_url, link_target, web_url_problem
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,21 @@ class UploadRefused(ValueError):
         self.field = field
 
 
-def resolve_organisation(user, org: str | None) -> Organisation:
+def resolve_organisation(
+    user, org: str | None, scoped_to: Organisation | None = None
+) -> Organisation:
+    """The organisation an upload publishes to: `org` if the user is a member (default: the
+    personal one). `scoped_to`: the organisation of the API token the request came with, the
+    only one allowed (and the default)."""
+    if scoped_to is not None:
+        if org and org != scoped_to.name:
+            raise UploadRefused(
+                f"this API token may upload only to organisation {scoped_to.name!r}; create a "
+                "token for the other organisation",
+                403,
+                "org",
+            )
+        org = scoped_to.name
     if not org:
         try:
             return accounts.ensure_personal_organisation(user)
@@ -80,7 +96,26 @@ def clean_card(card: dict[str, Any] | None) -> dict[str, Any]:
         raise UploadRefused(
             f"unknown card field(s) {unknown}; allowed: {sorted(CARD_KEYS)}", 400, "card"
         )
-    return {k: v for k, v in card.items() if v not in (None, "")}
+    card = {k: v for k, v in card.items() if v not in (None, "")}
+    check_card_links(card)
+    return card
+
+
+# `github: @name` is a handle; anything with a scheme must be a web URL like `url`.
+_SCHEME = re.compile(r"^[^/?#@]*:")
+
+
+def check_card_links(card: dict[str, Any]) -> None:
+    """Refuse a card whose `url` is not an absolute http(s) URL, or whose `github`/`twitter`
+    names another scheme (javascript:, data:): they become links on the pages."""
+    if "url" in card and not link_target(card["url"]):
+        raise UploadRefused(web_url_problem("url", card["url"]), 400, "url")
+    for key in ("github", "twitter"):
+        value = card.get(key)
+        if isinstance(value, str) and _SCHEME.match(value.strip()) and not is_web_url(value):
+            raise UploadRefused(
+                f"{key} must be a handle or an absolute http:// or https:// URL", 400, key
+            )
 
 
 def create_upload(
@@ -95,13 +130,14 @@ def create_upload(
     version: str | None = None,
     card: dict[str, Any] | None = None,
     filename: str = "",
+    scoped_to: Organisation | None = None,
 ) -> Upload:
     """Store an upload (a zip of an adapter folder: a Django UploadedFile or any binary file
     object) and queue its validation; return it in status pending."""
     for field, value in (("task", task), ("subtask", subtask), ("type", type)):
         if not value or not str(value).strip():
             raise UploadRefused(f"{field} is required", 400, field)
-    organisation = resolve_organisation(user, org)
+    organisation = resolve_organisation(user, org, scoped_to)
     card = clean_card(card)
     try:
         blob = storage.store_stream(archive, max_size=settings.HUB_UPLOAD_MAX_BYTES)

@@ -88,6 +88,7 @@ class UploadListView(UploadViewMixin, APIView):
                 version=data.get("version") or None,
                 card=card,
                 filename=getattr(data.get("archive"), "name", "") or "files.zip",
+                scoped_to=getattr(request.auth, "organisation", None),
             )
         except services.UploadRefused as exc:
             raise UploadRefusedError(exc) from None

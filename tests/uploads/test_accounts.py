@@ -31,7 +31,9 @@ def test_tokens_api_create_list_revoke():
     _, secret = services.create_token(user, scope="write")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    created = client.post("/api/v1/tokens/", {"name": "ci", "scope": "read"}, format="json")
+    signed_in = APIClient()
+    signed_in.force_login(user)
+    created = signed_in.post("/api/v1/tokens/", {"name": "ci", "scope": "read"}, format="json")
     assert created.status_code == 201, created.content
     assert created.json()["token"].startswith("ahub_")
     listed = client.get("/api/v1/tokens/").json()
