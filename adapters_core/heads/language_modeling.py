@@ -153,10 +153,10 @@ class Seq2SeqLMHead(CausalLMHead):
             shift_labels=shift_labels,
             dropout_prob=dropout_prob,
         )
-        # the reference's seq2seq head config has no embedding_size / dropout_prob
-        for key in ("embedding_size", "dropout_prob"):
-            if self.config.get(key) is None or key == "embedding_size":
-                self.config.pop(key, None)
+        # the reference's seq2seq head config has no embedding_size (nor an unset dropout_prob)
+        self.config.pop("embedding_size", None)
+        if self.config.get("dropout_prob") is None:
+            self.config.pop("dropout_prob", None)
 
     def _output(self, loss: Any, logits: torch.Tensor) -> Any:
         return Seq2SeqLMOutput(loss=loss, logits=logits)

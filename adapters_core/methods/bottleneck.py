@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -297,16 +297,11 @@ class BottleneckMethod(AdapterMethod):
                 site.adapters[name] = place_like(adapter, layer)
 
     def delete_adapter(self, model: ModelHandle, name: str) -> None:
-        for _, _, site in iter_sites(model):
-            if name in site.adapters:
-                del site.adapters[name]
+        for found in _modules_named(model, name, "adapters").values():
+            del found.owner[name]
 
     def adapter_modules(self, model: ModelHandle, name: str) -> dict[str, nn.Module]:
-        return {
-            f"{idx}.{key}": site.adapters[name]
-            for idx, key, site in iter_sites(model)
-            if name in site.adapters
-        }
+        return {k: v.module for k, v in _modules_named(model, name, "adapters").items()}
 
     def add_fusion(self, model: ModelHandle, name: str) -> None:
         names, fusion_config = model.state.fusions[name]
@@ -320,13 +315,24 @@ class BottleneckMethod(AdapterMethod):
                 site.adapter_fusion_layer[name] = place_like(fusion, layer)
 
     def delete_fusion(self, model: ModelHandle, name: str) -> None:
-        for _, _, site in iter_sites(model):
-            if name in site.adapter_fusion_layer:
-                del site.adapter_fusion_layer[name]
+        for found in _modules_named(model, name, "adapter_fusion_layer").values():
+            del found.owner[name]
 
     def fusion_modules(self, model: ModelHandle, name: str) -> dict[str, nn.Module]:
-        return {
-            f"{idx}.{key}": site.adapter_fusion_layer[name]
-            for idx, key, site in iter_sites(model)
-            if name in site.adapter_fusion_layer
-        }
+        return {k: v.module for k, v in _modules_named(model, name, "adapter_fusion_layer").items()}
+
+
+class _Found(NamedTuple):
+    owner: nn.ModuleDict
+    module: nn.Module
+
+
+def _modules_named(model: ModelHandle, name: str, attr: str) -> dict[str, _Found]:
+    """``{"<layer>.<location>": (its ModuleDict, the module)}`` for ``attr`` = adapters or
+    adapter_fusion_layer."""
+    out = {}
+    for idx, key, site in iter_sites(model):
+        owner = getattr(site, attr)
+        if name in owner:
+            out[f"{idx}.{key}"] = _Found(owner, owner[name])
+    return out

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from adapters_core.models import SPECS, ArchitectureSpecError
@@ -116,3 +117,77 @@ def test_a_method_refusing_an_architecture_shows_its_reason() -> None:
     finally:
         METHODS.pop()
     assert "| llama |" in table and "no (1)" in table and "1. not on decoders" in table
+
+
+TINY = {
+    "tiny-bert": "bert",
+    "tiny-roberta": "roberta",
+    "tiny-distilbert": "distilbert",
+    "tiny-electra": "electra",
+    "tiny-deberta-v2": "deberta-v2",
+    "tiny-gpt2": "gpt2",
+    "tiny-bart": "bart",
+    "tiny-mbart": "mbart",
+    "tiny-t5": "t5",
+    "tiny-llama": "llama",
+    "tiny-mistral": "mistral",
+    "tiny-qwen2": "qwen2",
+    "tiny-modernbert": "modernbert",
+}
+
+
+@pytest.mark.parametrize("arch", list(TINY))
+def test_table_paths_exist_on_the_model(interop_dir: Path, arch: str) -> None:
+    """Every path a table names resolves on every layer of a real model of its type, and each
+    linear layer has the type and shape the table says (LoRA-style methods rely on it)."""
+    from transformers import AutoModel
+    from transformers.pytorch_utils import Conv1D
+
+    from adapters_core.methods.base import ModelHandle, iter_layers, iter_linears, resolve
+
+    spec = SPECS[TINY[arch]]
+    model = AutoModel.from_pretrained(str(interop_dir / "models" / arch))
+    handle = ModelHandle(model, spec, None)  # type: ignore[arg-type]
+    layers = list(iter_layers(handle))
+    assert [s.idx for s in layers] == list(range(len(layers)))
+    for _, stack, layer in layers:
+        for loc in stack.locations:
+            for path in (loc.output, loc.residual, loc.layer_norm):
+                if loc.attach == "hook" and path:
+                    resolve(layer, path)
+    found = list(iter_linears(handle))
+    assert len(found) == sum(len(s.linears) for _, s, _ in layers)
+    hidden = handle.hidden_size
+    for site in found:
+        module = site.module
+        if site.spec.conv1d:
+            assert isinstance(module, Conv1D), site.spec.path
+            out_features = module.weight.shape[1]
+        else:
+            assert isinstance(module, torch.nn.Linear), site.spec.path
+            out_features = module.out_features
+        if site.spec.fused:
+            assert out_features == hidden * len(site.spec.fused), site.spec.path
+
+
+@pytest.mark.parametrize("arch", [a for a in TINY if a not in ("tiny-bert", "tiny-roberta")])
+def test_reference_lora_keys_sit_on_the_tables_linears(interop_dir: Path, arch: str) -> None:
+    """The reference's LoRA files (q and v by default) name exactly the modules the table lists
+    for those matrices: weight names will match when LoRA wraps the table's linears."""
+    from transformers import AutoModel
+
+    from adapters_core.loading import find_weights_file, read_state_dict
+    from adapters_core.methods.base import ModelHandle, iter_linears
+
+    spec = SPECS[TINY[arch]]
+    model = AutoModel.from_pretrained(str(interop_dir / "models" / arch))
+    names = {id(m): n for n, m in model.named_modules()}
+    expected = set()
+    for site in iter_linears(ModelHandle(model, spec, None)):  # type: ignore[arg-type]
+        if site.spec.location in ("selfattn", "crossattn") and {"q", "v"} & set(site.spec.matrices):
+            expected.add(names[id(site.module)])
+    folder = interop_dir / arch / "lora" / "a"
+    keys = read_state_dict(find_weights_file(folder, "adapter"))
+    prefix = spec.base_model_prefix + "."
+    wrapped = {k.split(".loras.")[0].removeprefix(prefix) for k in keys}
+    assert wrapped == expected

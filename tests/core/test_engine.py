@@ -122,3 +122,27 @@ def test_encoder_heads(interop_dir: Path, arch: str) -> None:
         assert model(input_ids=ids, head="ml").logits.shape == (2, 4)
         assert model(input_ids=ids, head="tag").logits.shape == (2, 9, 5)
         assert model(input_ids=ids, head="qa").start_logits.shape == (2, 9)
+
+
+@pytest.mark.parametrize(
+    "arch", ["tiny-gpt2", "tiny-bart", "tiny-t5", "tiny-llama", "tiny-distilbert"]
+)
+def test_plain_model_after_init_runs_the_same_adapter(interop_dir: Path, arch: str) -> None:
+    from transformers import AutoModel
+
+    folder = INTEROP / arch / "double_seq_bn" / "a"
+    flex = _tiny(arch)
+    flex.load_adapter(folder, set_active=True)
+    plain = adapters_core.init(AutoModel.from_pretrained(str(INTEROP / "models" / arch)).eval())
+    plain.load_adapter(folder, set_active=True, with_head=False)
+    ids = torch.randint(5, 400, (2, 7), generator=torch.Generator().manual_seed(0))
+    inputs = {"input_ids": ids}
+    if flex.adapters_spec.is_encoder_decoder:
+        inputs["decoder_input_ids"] = ids[:, :5]
+    with torch.no_grad():
+        expected = flex.adapter_base_model(**inputs).last_hidden_state
+        got = plain(**inputs).last_hidden_state
+        plain.set_active_adapters(None)
+        without = plain(**inputs).last_hidden_state
+    assert torch.equal(got, expected)
+    assert not torch.allclose(without, expected, atol=1e-4)

@@ -98,19 +98,15 @@ def run(model: Any, expected: dict[str, Any]) -> Any:
 
 
 @pytest.mark.parametrize("base", BASES)
-@pytest.mark.parametrize("case", SUPPORTED)
+@pytest.mark.parametrize("case", SUPPORTED + LATER)
 def test_reference_adapter_reproduces_logits(interop_dir: Path, base: str, case: str) -> None:
+    from .test_interop_arch import NOT_YET  # one list of methods not built yet
+
+    if case in NOT_YET:
+        assert (interop_dir / base / case / "expected.json").is_file()
+        pytest.skip(f"method {case} is not built yet ({NOT_YET[case]})")
     model, expected = load_case(interop_dir / base / case)
     assert max_diff(run(model, expected), expected["logits"]) <= TOLERANCE
-
-
-@pytest.mark.parametrize("base", BASES)
-@pytest.mark.parametrize("case", LATER)
-def test_other_methods_arrive_later(interop_dir: Path, base: str, case: str) -> None:
-    assert (interop_dir / base / case / "expected.json").is_file()
-    from .test_interop_arch import NOT_YET
-
-    pytest.skip(f"method {case} is not built yet ({NOT_YET[case]})")
 
 
 @pytest.mark.parametrize("base", BASES)
