@@ -154,3 +154,36 @@ def test_detail_in_one_query_equals_the_portable_two(
     selectors.adapter_detail(org, name, "http://hub/api/v1/", "http://hub")  # prepared
     with django_assert_num_queries(1):
         selectors.adapter_detail(org, name, "http://hub/api/v1/", "http://hub")
+
+
+def test_statement_names_stay_unique_under_threaded_workers():
+    """Threaded gunicorn workers prepare statements at once: naming them must neither fail
+    ("generator already executing") nor hand one name out twice."""
+    import sys
+    import threading
+
+    from hub_server.catalog import prepared
+
+    names: list[str] = []
+    errors: list[BaseException] = []
+
+    def prepare_many():
+        try:
+            mine = [prepared.statement_name() for _ in range(20_000)]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        else:
+            names.extend(mine)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=prepare_many) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+    assert len(names) == len(set(names)) == 8 * 20_000
