@@ -29,6 +29,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if not value:
@@ -150,6 +155,12 @@ if REDIS_URL:
             "BACKEND": "hub_server.cache_backends.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "hub"),
+            # An unreachable or hung Redis costs a read this long at most, then the database
+            # answers (hub_server/catalog/cache.py); throttles fail open.
+            "OPTIONS": {
+                "socket_connect_timeout": env_float("HUB_CACHE_SOCKET_TIMEOUT", 0.5),
+                "socket_timeout": env_float("HUB_CACHE_SOCKET_TIMEOUT", 0.5),
+            },
         }
     }
 else:
@@ -161,8 +172,17 @@ else:
     }
 # PREPARE hot catalogue reads once per PostgreSQL session (0 behind a transaction-mode pooler).
 HUB_DB_SERVER_PREPARE = env_int("HUB_DB_SERVER_PREPARE", 1) != 0
-# With Redis: the rendered responses each web process keeps in memory (0 turns it off).
+# The rendered responses each web process keeps in memory, in MB of body + headers + key (0 turns
+# it off). Without Redis it is the only response store.
 HUB_RESPONSE_MEMO_MB = env_int("HUB_RESPONSE_MEMO_MB", 64)
+# Staleness bounds of every cached read (docs/architecture.md): a catalogue change made by any
+# process is served within HUB_CATALOG_RECHECK_SECONDS (each process re-reads the generation from
+# the database at most that often); a cached response, and the list index, is at most
+# HUB_RESPONSE_MAX_AGE seconds old whatever the catalogue does (download counts).
+HUB_CATALOG_RECHECK_SECONDS = env_float("HUB_CATALOG_RECHECK_SECONDS", 2.0)
+HUB_RESPONSE_MAX_AGE = env_float("HUB_RESPONSE_MAX_AGE", 300.0)
+# After a failed call, the shared cache (Redis) is left out of reads for this many seconds.
+HUB_CACHE_RETRY_SECONDS = env_float("HUB_CACHE_RETRY_SECONDS", 5.0)
 # Searches (`?q=`) answered from an index in each web process's memory (hub_server/api/
 # search_index.py), rebuilt when the catalogue changes: in the request up to this many adapters,
 # in a background thread above it (the SQL search answers meanwhile).
@@ -297,9 +317,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # DRF's throttles, failing open when their cache (Redis) is unreachable.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "hub_server.api.throttling.AnonRateThrottle",
+        "hub_server.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("API_THROTTLE_ANON", "600/min"),

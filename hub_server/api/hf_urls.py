@@ -10,8 +10,9 @@ from hub_server.api import hf
 from hub_server.catalog.cache import cached_view, origin
 
 # A search's Link header is absolute: every cached /hf/ read varies by the client's origin.
-models = cached_view("hf-models", vary=origin)(hf.list_models)
-model_info = cached_view("hf-model", vary=origin)(hf.model_info)
+# `params`: the query parameters each view reads (the cache keys hold only these).
+models = cached_view("hf-models", vary=origin, params=hf.LIST_PARAMS)(hf.list_models)
+model_info = cached_view("hf-model", vary=origin, params=("blobs", "expand"))(hf.model_info)
 tree = cached_view("hf-tree", vary=origin)(hf.tree)
 
 urlpatterns: list = [

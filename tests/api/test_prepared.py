@@ -5,6 +5,7 @@ import pytest
 from django.db import connection
 from django.db.models import Count
 
+from hub_server.catalog.cache import forget_responses
 from hub_server.catalog.models import Adapter
 from hub_server.catalog.prepared import PreparedQuery
 
@@ -86,21 +87,22 @@ def test_indexed_and_prepared_lists_answer_exactly_as_the_filter(
 ):
     from hub_server.api import search_index, selectors
 
-    url = f"/api/v1/adapters/?{query}&_n="
-    indexed = client.get(url + "path")  # the search index (hub_server/api/search_index.py)
+    url = f"/api/v1/adapters/?{query}"
+    indexed = client.get(url)  # the search index (hub_server/api/search_index.py)
     settings.HUB_SEARCH_INDEX = False
     real = selectors.prepared_adapter_list
     used = []
     monkeypatch.setattr(selectors, "prepared_adapter_list", lambda *a: used.append(real(*a)))
-    prepared = client.get(url + "path&_x=1")
+    forget_responses()  # each request renders
+    prepared = client.get(url)
     monkeypatch.setattr(
         selectors, "prepared_adapter_list", lambda *a: used.append(real(*a)) or None
     )
-    filtered = client.get(url + "path&_x=2")
+    forget_responses()
+    filtered = client.get(url)
     assert indexed.status_code == prepared.status_code == filtered.status_code
     assert indexed["Content-Type"] == prepared["Content-Type"] == filtered["Content-Type"]
-    assert indexed.content == prepared.content.replace(b"&_x=1", b"")
-    assert prepared.content.replace(b"&_x=1", b"") == filtered.content.replace(b"&_x=2", b"")
+    assert indexed.content == prepared.content == filtered.content
     if indexed.status_code == 200:
         assert indexed.json()["results"] or query.startswith(("task=no-such", "config_id"))
     # the prepared path served every request it can serve
