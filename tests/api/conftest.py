@@ -42,9 +42,16 @@ def catalog(django_db_setup, django_db_blocker, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def clear_response_cache(django_db_blocker):
-    with django_db_blocker.unblock():  # a test counting queries counts its requests' own
-        clear_read_caches(read_generation=True)
+def clear_response_cache(request, django_db_blocker):
+    uses_db = request.node.get_closest_marker("django_db") or (
+        "django_db_setup" in request.fixturenames
+    )
+    if uses_db:
+        request.getfixturevalue("django_db_setup")
+        with django_db_blocker.unblock():  # a test counting queries counts its requests' own
+            clear_read_caches(read_generation=True)
+    else:
+        clear_read_caches()
     yield
     clear_read_caches()
 
