@@ -95,9 +95,10 @@ class HubProcesses:
                 self.server.wait()
         self.server = None
 
-    def get(self, path: str, timeout: float = 30) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 30, headers=None) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
@@ -125,3 +126,72 @@ def converge(check, within: float, every: float = 0.1, confirm: int = 6) -> floa
             return time.monotonic() - started
         time.sleep(every)
     raise AssertionError(f"not converged within {within} s; last check: {last!r}")
+
+
+# -- the services a hub's processes share --------------------------------------------------------
+
+
+def postgres_server() -> str | None:
+    """The URL of the test run's PostgreSQL server (no database), or None on SQLite."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        return None
+    user = db["USER"] or "postgres"
+    return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+
+
+def psql(server: str, sql: str) -> None:
+    subprocess.run(
+        ["psql", f"{server}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        check=True,
+        capture_output=True,
+    )
+
+
+def create_database(server: str, name: str) -> str:
+    """A new, empty database `name` (dropped first if left over); returns its URL."""
+    drop_database(server, name)
+    psql(server, f'CREATE DATABASE "{name}"')
+    return f"{server}/{name}"
+
+
+def drop_database(server: str, name: str) -> None:
+    psql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class RedisServer:
+    """A private redis-server on a free port (never the shared one), without persistence: a
+    test may stop and start it as an outage would."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20) -> None:
+        import redis
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise AssertionError("the private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None

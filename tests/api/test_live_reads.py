@@ -7,7 +7,6 @@ server warms every read first, then only the bounds of hub_server/catalog/cache.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 
 import pytest
@@ -15,7 +14,13 @@ import yaml
 from django.conf import settings
 
 from tests.conftest import INTEROP, SNAPSHOT, commit_all, make_git_repo
-from tests.hubprocess import HubProcesses, converge
+from tests.hubprocess import (
+    HubProcesses,
+    converge,
+    create_database,
+    drop_database,
+    postgres_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,20 +36,6 @@ EDITED = ("ukp", "bert-base-uncased_sentiment_sst-2_pfeiffer")
 WORD = "quokkalicious"
 
 
-def _psql(sql: str) -> str:
-    """Runs `sql` on the test's PostgreSQL server; returns the server's URL."""
-    url = settings.DATABASES["default"]
-    base = (
-        f"postgres://{url['USER'] or 'postgres'}@{url['HOST'] or '127.0.0.1'}:{url['PORT'] or 5432}"
-    )
-    subprocess.run(
-        ["psql", f"{base}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],
-        check=True,
-        capture_output=True,
-    )
-    return base
-
-
 @pytest.fixture(scope="module", params=["embedded", "postgres+redis"])
 def hub(request, tmp_path_factory):
     """A migrated hub with the snapshot synced, its server started with the bounds above (one
@@ -57,7 +48,8 @@ def hub(request, tmp_path_factory):
     }
     cleanup = []
     if request.param == "postgres+redis":
-        if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        server = postgres_server()
+        if server is None:
             pytest.skip("the production setup needs PostgreSQL (DATABASE_URL)")
         import redis
 
@@ -67,11 +59,10 @@ def hub(request, tmp_path_factory):
         except redis.RedisError:
             pytest.skip("no Redis at 127.0.0.1:6379")
         name = f"{settings.DATABASES['default']['NAME']}_live"
-        base = _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        _psql(f'CREATE DATABASE "{name}"')
+        database = create_database(server, name)
         prefix = f"live-{uuid.uuid4().hex}"
         env |= {
-            "DATABASE_URL": f"{base}/{name}",
+            "DATABASE_URL": database,
             "REDIS_URL": redis_url,
             "CACHE_KEY_PREFIX": prefix,
         }
@@ -81,7 +72,7 @@ def hub(request, tmp_path_factory):
             keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
             if keys:
                 client.delete(*keys)
-            _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(server, name)
 
         cleanup.append(drop)
     processes = HubProcesses(tmp_path / "hub", env=env)
