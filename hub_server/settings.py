@@ -181,6 +181,9 @@ HUB_RESPONSE_MEMO_MB = env_int("HUB_RESPONSE_MEMO_MB", 64)
 # HUB_RESPONSE_MAX_AGE seconds old whatever the catalogue does (download counts).
 HUB_CATALOG_RECHECK_SECONDS = env_float("HUB_CATALOG_RECHECK_SECONDS", 2.0)
 HUB_RESPONSE_MAX_AGE = env_float("HUB_RESPONSE_MAX_AGE", 300.0)
+# The list index's own age bound (its download counts and -downloads ranks); a rebuild of 100,000
+# cards costs ~4.5 s of a core, so a large hub may want it longer than responses'.
+HUB_SEARCH_INDEX_MAX_AGE = env_float("HUB_SEARCH_INDEX_MAX_AGE", HUB_RESPONSE_MAX_AGE)
 # After a failed call, the shared cache (Redis) is left out of reads for this many seconds.
 HUB_CACHE_RETRY_SECONDS = env_float("HUB_CACHE_RETRY_SECONDS", 5.0)
 # Searches (`?q=`) answered from an index in each web process's memory (hub_server/api/

@@ -308,7 +308,8 @@ def index_for(generation: int) -> SearchIndex | None:
     Staleness: an index is of one catalogue generation, so a catalogue change is seen as soon as
     the caller's generation moves (catalog.cache: within HUB_CATALOG_RECHECK_SECONDS). Download
     counts and the -downloads ranks move without a new generation: an index older than
-    HUB_RESPONSE_MAX_AGE is rebuilt, so they are at most that old (plus one background build).
+    HUB_SEARCH_INDEX_MAX_AGE (default HUB_RESPONSE_MAX_AGE) is rebuilt, so they are at most that
+    old (plus one background build).
 
     The first index of a process, and any index of a small catalogue
     (HUB_SEARCH_INDEX_INLINE_MAX adapters), is built within the request; a large one is rebuilt
@@ -319,7 +320,7 @@ def index_for(generation: int) -> SearchIndex | None:
         return None
     index = _current
     same = index is not None and index.generation == generation
-    if same and time.monotonic() - index.built < settings.HUB_RESPONSE_MAX_AGE:
+    if same and time.monotonic() - index.built < settings.HUB_SEARCH_INDEX_MAX_AGE:
         return index
     if index is None or index.size <= settings.HUB_SEARCH_INDEX_INLINE_MAX:
         return _install(SearchIndex.build(generation))

@@ -44,6 +44,7 @@ def hub(request, tmp_path_factory):
     env = {
         "HUB_CATALOG_RECHECK_SECONDS": str(RECHECK),
         "HUB_RESPONSE_MAX_AGE": str(MAX_AGE),
+        "HUB_SEARCH_INDEX_MAX_AGE": str(MAX_AGE),
         "HUB_SEARCH_INDEX_INLINE_MAX": "100000",
     }
     cleanup = []

@@ -100,7 +100,7 @@ def test_unknown_parameters_and_their_order_make_no_new_entries(client, path, va
 def test_download_counts_in_lists_and_details_move_within_the_max_age(client, settings):
     """Counts change without a catalogue change (no new generation): lists, searches and details
     show them within HUB_RESPONSE_MAX_AGE, from the response stores and the list index alike."""
-    settings.HUB_RESPONSE_MAX_AGE = 1.0
+    settings.HUB_RESPONSE_MAX_AGE = settings.HUB_SEARCH_INDEX_MAX_AGE = 1.0
     urls = {
         "list": f"{LIST}?ordering=-downloads&page_size=1",
         "search": f"{LIST}?q=sst-2&ordering=-downloads&page_size=1",
