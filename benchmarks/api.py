@@ -604,6 +604,8 @@ def main() -> None:
                 server.wait(timeout=30)
                 server = start_server({**env, "HUB_RESPONSE_MAX_AGE": "0"}, port)
                 master, cold_server = server.pid, True
+                # Each worker builds its list index (as after start-up), then the runs begin.
+                prewarm(port, [endpoints[n][0] for n in ("list", "search") if n in endpoints] * 8)
                 wrk(port, floor_script, 3, master)
             r = measure(port, master, tmp, name, endpoints[name], mode, args.duration,
                         args.pairs, floor_script)  # fmt: skip
