@@ -82,6 +82,11 @@ VAR_DIR = Path(os.environ.get("HUB_VAR_DIR", BASE_DIR / "var"))
 HUB_DATA_DIR = Path(os.environ.get("HUB_DATA_DIR", VAR_DIR / "hub-data"))
 HUB_REPO_URL = os.environ.get("HUB_REPO_URL", "https://github.com/adapter-hub/Hub.git")
 HUB_REPO_BRANCH = os.environ.get("HUB_REPO_BRANCH", "master")
+# A sync's clone or fetch is killed past this many seconds (docs/catalog-sync.md).
+HUB_SYNC_FETCH_TIMEOUT_SECONDS = env_int("HUB_SYNC_FETCH_TIMEOUT_SECONDS", 120)
+# A running sync whose process cannot be checked (another host, no PostgreSQL) counts as dead
+# after this many seconds.
+HUB_SYNC_STALE_SECONDS = env_int("HUB_SYNC_STALE_SECONDS", 7200)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -221,6 +221,9 @@ class SyncRun(models.Model):
     errors = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
+    # Who runs it: host, pid and its start, database session; the next sync reaps a run whose
+    # owner is gone (hub_server/catalog/sync_runs.py).
+    owner = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
