@@ -156,6 +156,8 @@ class _Sync(CardSync):
         self.changed_architectures: set[int] = set()
         # Rows removed from the repository but kept because withdrawn cards point to them.
         self.kept_for_history: dict[str, set[int]] = defaultdict(set)
+        # Per kind, rows whose file left the repository (or now defines another id) in this run.
+        self.going: dict[str, set] = defaultdict(set)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -287,18 +289,20 @@ class _Sync(CardSync):
             ("architecture", Architecture, lambda p: (p.data["name"],), lambda r: (r.name,),
              self._architecture_values, ("adapters",)),
         )  # fmt: skip
-        orphans = {}
+        gone = {}
         for kind, model, key_of_data, key_of_row, values_of, _ in references:
-            orphans[kind] = self._upsert_reference(
+            orphans = self._upsert_reference(
                 kind, model, parsed[kind], key_of_data, key_of_row, values_of
             )
+            # Rows whose file is gone: only what already uses them may go on using them.
+            gone[kind] = list(model.objects.filter(source_path__in=removed[kind])) + orphans
+            self.going[kind] = {row.pk for row in gone[kind]}
         self._sync_adapters(parsed["adapter"], removed["adapter"])
         self._refresh_adapters_of_changed_architectures({p.path for p in parsed["adapter"]})
         # Removals of referenced rows last (most dependent first), once the adapters that may
         # still use them are known.
-        for kind, model, _, _, _, relations in reversed(references):
-            gone = list(model.objects.filter(source_path__in=removed[kind])) + orphans[kind]
-            self._remove_reference(kind, gone, relations)
+        for kind, _, _, _, _, relations in reversed(references):
+            self._remove_reference(kind, gone[kind], relations)
         for kind, model, *_ in references:
             c = self.counts[kind]
             c.unchanged = model.objects.count() - c.added - c.updated
@@ -382,7 +386,10 @@ class _Sync(CardSync):
 
     def _task_values(self, parsed):
         d = parsed.data
-        if not AdapterType.objects.filter(id=parsed.folder).exists():
+        known = AdapterType.objects.filter(id=parsed.folder).exists()
+        if known and parsed.folder in self.going["adapter_type"]:
+            known = Task.objects.filter(type_id=parsed.folder, task=d["task"]).exists()
+        if not known:
             self.errors.append(FileProblem(
                 parsed.path, f"unknown adapter type {parsed.folder!r} (the folder tasks/"
                 f"{parsed.folder}/ names it)", field="type"))  # fmt: skip
@@ -397,6 +404,8 @@ class _Sync(CardSync):
     def _subtask_values(self, parsed):
         d = parsed.data
         task = Task.objects.filter(type_id=parsed.folder, task=d["task"]).first()
+        if task is not None and task.pk in self.going["task"]:
+            task = task if task.subtasks.filter(subtask=d["subtask"]).exists() else None
         if task is None:
             self.errors.append(FileProblem(
                 parsed.path, f"unknown task {d['task']!r} for type {parsed.folder!r}",

@@ -160,7 +160,7 @@ class CardSync:
                         parsed.path, f"adapter @{org}/{name} is also defined by {others}; one "
                         "file per adapter: remove or rename one of them", field="file name"))  # fmt: skip
                 continue
-            plan = self._plan_card(group[0], references)
+            plan = self._plan_card(group[0], references, rows.get((org, name)))
             if plan is not None:
                 candidates.append(plan)
         plans = self._claim_unique_keys(candidates, removed_paths, set(by_ident))
@@ -236,21 +236,33 @@ class CardSync:
                 field="config"))  # fmt: skip
         return {(p.parsed.folder, p.parsed.stem): p for p in claimed.values()}
 
-    def _plan_card(self, parsed: ParsedFile, references: tuple) -> CardPlan | None:
+    def _plan_card(self, parsed: ParsedFile, references: tuple, row: Adapter | None):
+        """The card's row values, or None (with its errors recorded)."""
         if parsed.errors:
             self.errors.extend(parsed.errors)
             return None
         types, tasks, subtasks, archs = references
+        # A reference whose file left the repository in this run serves only the cards that
+        # already use it (they keep it alive); to any other card it is unknown.
+        uses = set()
+        if row is not None and row.status != Adapter.Status.WITHDRAWN:
+            uses = {("adapter_type", row.type_id), ("task", row.task_id),
+                    ("subtask", row.subtask_id), ("architecture", row.architecture_id)}  # fmt: skip
+
+        def known(kind, pk):
+            return pk is not None and (pk not in self.going[kind] or (kind, pk) in uses)
+
         d = parsed.data
         problems = []
-        if d["type"] not in types:
+        subtask_ids = subtasks.get((d["type"], d["task"], d["subtask"]), (None, None))
+        if not known("adapter_type", d["type"] if d["type"] in types else None):
             problems.append(("type", f"unknown adapter type {d['type']!r}"))
-        elif (d["type"], d["task"]) not in tasks:
+        elif not known("task", tasks.get((d["type"], d["task"]))):
             problems.append(("task", f"unknown task {d['task']!r} for type {d['type']!r}"))
-        elif (d["type"], d["task"], d["subtask"]) not in subtasks:
+        elif not known("subtask", subtask_ids[0]):
             problems.append(("subtask", f"unknown subtask {d['subtask']!r} of task {d['task']!r}"))
         using = d["config"]["using"]
-        if using not in archs:
+        if not known("architecture", archs[using].pk if using in archs else None):
             problems.append(("config.using", f"unknown architecture {using!r}"))
         if problems:
             for fld, msg in problems:

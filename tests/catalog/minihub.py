@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from django.db import transaction
 
 from hub_server.catalog.models import (
     Adapter,
@@ -17,8 +18,10 @@ from hub_server.catalog.models import (
     AdapterVersion,
     Architecture,
     Subtask,
+    SyncRun,
     Task,
 )
+from hub_server.catalog.sync import sync_hub_repository
 from tests.conftest import commit_all, git
 
 TYPE = "text_task"
@@ -166,5 +169,48 @@ def catalogue_dump() -> dict:
 
 
 def problems(run) -> list[tuple]:
-    """A run's errors as comparable tuples."""
-    return sorted((e["file"], e.get("field") or "", e["message"]) for e in run.errors)
+    """A run's errors and warnings as comparable tuples."""
+    return sorted(
+        (kind, p["file"], p.get("field") or "", p["message"])
+        for kind, found in (("error", run.errors), ("warning", run.warnings))
+        for p in found
+    )
+
+
+class _Rollback(Exception):
+    pass
+
+
+def full_sync_result(hub: MiniHub) -> tuple[dict, list]:
+    """What `--full` makes of the same commit from the same database, without keeping it."""
+    try:
+        with transaction.atomic():
+            run = sync_hub_repository(str(hub.path), full=True)
+            assert run.status == SyncRun.Status.SUCCEEDED, run.message
+            result = catalogue_dump(), problems(run)
+            raise _Rollback
+    except _Rollback:
+        pass
+    return result
+
+
+def sync_and_compare(hub: MiniHub) -> SyncRun:
+    """Sync incrementally, then check that a full sync would change nothing and report the same."""
+    run = sync_hub_repository(str(hub.path))
+    assert run.status in (SyncRun.Status.SUCCEEDED, SyncRun.Status.NOOP), run.message
+    incremental = catalogue_dump(), problems(run)
+    full = full_sync_result(hub)
+    assert incremental == full, _difference(incremental, full)
+    return run
+
+
+def _difference(incremental: tuple, full: tuple) -> str:
+    lines = []
+    tables = [*((name, incremental[0][name], full[0][name]) for name in incremental[0]),
+              ("problems", incremental[1], full[1])]  # fmt: skip
+    for name, mine, theirs in tables:
+        for row in sorted(set(mine) - set(theirs), key=repr):
+            lines.append(f"{name}: only incremental: {row}")
+        for row in sorted(set(theirs) - set(mine), key=repr):
+            lines.append(f"{name}: only full: {row}")
+    return "\n".join(lines)

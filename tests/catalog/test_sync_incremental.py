@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
-
 from hub_server.catalog import hubformat
 from hub_server.catalog.models import Adapter, Subtask, SyncRun, Task
 from hub_server.catalog.sync import sync_hub_repository
@@ -12,41 +10,14 @@ from tests.catalog.minihub import (
     TYPE,
     MiniHub,
     card_doc,
-    catalogue_dump,
-    problems,
     subtask_doc,
+    sync_and_compare,
     task_doc,
 )
 
 pytestmark = pytest.mark.django_db
 
 CARD = "adapters/ukp/a.yaml"
-
-
-class _Rollback(Exception):
-    pass
-
-
-def full_sync_result(hub: MiniHub) -> tuple[dict, list]:
-    """What `--full` makes of the same commit from the same database, without keeping it."""
-    try:
-        with transaction.atomic():
-            run = sync_hub_repository(str(hub.path), full=True)
-            assert run.status == SyncRun.Status.SUCCEEDED, run.message
-            result = catalogue_dump(), problems(run)
-            raise _Rollback
-    except _Rollback:
-        pass
-    return result
-
-
-def sync_and_compare(hub: MiniHub) -> SyncRun:
-    """Sync incrementally, then check that a full sync would change nothing and report the same."""
-    run = sync_hub_repository(str(hub.path))
-    assert run.status in (SyncRun.Status.SUCCEEDED, SyncRun.Status.NOOP), run.message
-    incremental = catalogue_dump(), problems(run)
-    assert incremental == full_sync_result(hub)
-    return run
 
 
 @pytest.fixture
