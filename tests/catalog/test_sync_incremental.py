@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from hub_server.catalog import hubformat
-from hub_server.catalog.models import Adapter, Subtask, SyncRun, Task
+from hub_server.catalog.models import Adapter, Subtask, Task
 from hub_server.catalog.sync import sync_hub_repository
 from tests.catalog.minihub import (
     TYPE,
