@@ -10,6 +10,7 @@ from hub_server.catalog.sync import sync_hub_repository
 from tests.catalog.minihub import (
     TYPE,
     MiniHub,
+    arch_doc,
     card_doc,
     subtask_doc,
     sync_and_compare,
@@ -187,3 +188,17 @@ def test_an_incremental_sync_reads_only_what_changed(hub, monkeypatch):
     assert run.counts["adapter"]["updated"] == 1
     assert read == ["adapters/ukp/card3.yaml"]
     assert "1 file read" in run.message
+
+
+def test_a_reference_removed_by_the_same_commit_is_unknown_to_a_new_card(hub):
+    hub.write("architectures/houlsby.yaml", arch_doc("houlsby"))
+    hub.commit("houlsby")
+    sync_and_compare(hub)
+    hub.delete("architectures/houlsby.yaml")
+    # Refused anyway (unknown subtask), so it never keeps houlsby alive.
+    hub.write("adapters/ukp/late.yaml", card_doc(subtask="imdb", using="houlsby"))
+    hub.commit("houlsby goes as a card for it arrives")
+
+    run = sync_and_compare(hub)
+
+    assert sorted(e["field"] for e in run.errors) == ["config.using", "subtask"]

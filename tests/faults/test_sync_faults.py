@@ -36,9 +36,9 @@ pytestmark = [
 class HangingRemote:
     """A git:// server that accepts connections and never answers."""
 
-    def __init__(self):
+    def __init__(self, scheme: str = "git"):
         self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"git://127.0.0.1:{self.server.getsockname()[1]}/hub.git"
+        self.url = f"{scheme}://127.0.0.1:{self.server.getsockname()[1]}/hub.git"
         self.connections: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -64,9 +64,11 @@ def hub(tmp_path) -> MiniHub:
     return hub
 
 
-@pytest.fixture
-def hanging():
-    remote = HangingRemote()
+@pytest.fixture(params=["git", "http"])
+def hanging(request):
+    # Over http git hands the connection to a helper process (git-remote-http): the timeout must
+    # kill it too, or its open pipe keeps the sync waiting.
+    remote = HangingRemote(request.param)
     yield remote
     remote.close()
 
