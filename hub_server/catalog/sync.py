@@ -153,7 +153,6 @@ class _Sync(CardSync):
         self.errors: list[FileProblem] = []
         self.warnings: list[FileProblem] = []
         self.counts: dict[str, Counts] = defaultdict(Counts)
-        self.changed_architectures: set[int] = set()
         # Rows removed from the repository but kept because withdrawn cards point to them.
         self.kept_for_history: dict[str, set[int]] = defaultdict(set)
         # Per kind, rows whose file left the repository (or now defines another id) in this run.
@@ -236,8 +235,10 @@ class _Sync(CardSync):
 
         A file's outcome depends on other files only where the last run reported a problem (a
         card refused for a missing task, as a duplicate or beside its twin; a removed task kept
-        while in use) or through its twin name. So: every reported file is read again, or taken
-        as removed when it is gone, and the twin of every changed card is read with it.
+        while in use), through its twin name, or through its architecture (whose config is part of
+        the card's unique key). So: every reported file is read again, or taken as removed when it
+        is gone; the twin of every changed card is read with it; and so is every card of a
+        changed architecture.
         """
         changes = [c for c in self.src.changes(previous.commit, new) if hubformat.classify(c.path)]
         to_read = {c.path for c in changes if c.status != "D"}
@@ -248,6 +249,16 @@ class _Sync(CardSync):
         present = self.src.blob_ids(new, reported | noted | twins)
         to_read |= (reported | twins) & present.keys()
         removed |= (reported | noted) - present.keys()
+        # An architecture's config is part of every using card's config hash, hence of its
+        # unique key: its cards are planned again with it.
+        archs = [p for p in to_read if hubformat.classify(p)[0] == "architecture"]
+        if archs:
+            users = set(
+                Adapter.objects.exclude(status=Adapter.Status.WITHDRAWN)
+                .filter(architecture__source_path__in=archs)
+                .values_list("source_path", flat=True)
+            )
+            to_read |= self.src.blob_ids(new, users - removed).keys()
         return _State(new, sorted(to_read), removed, self.src.blob_ids(new, to_read))
 
     def _read(self, state: _State) -> dict[str, list[ParsedFile]]:
@@ -298,7 +309,6 @@ class _Sync(CardSync):
             gone[kind] = list(model.objects.filter(source_path__in=removed[kind])) + orphans
             self.going[kind] = {row.pk for row in gone[kind]}
         self._sync_adapters(parsed["adapter"], removed["adapter"])
-        self._refresh_adapters_of_changed_architectures({p.path for p in parsed["adapter"]})
         # Removals of referenced rows last (most dependent first), once the adapters that may
         # still use them are known.
         for kind, _, _, _, _, relations in reversed(references):
@@ -367,8 +377,6 @@ class _Sync(CardSync):
             row.save()
             self.counts[kind].added += 1
             return
-        if model is Architecture and row.config != values["config"]:
-            self.changed_architectures.add(row.pk)
         differs = any(getattr(row, k) != v for k, v in values.items() if k != "source_blob")
         for k, v in values.items():
             setattr(row, k, v)

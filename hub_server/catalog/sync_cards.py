@@ -132,8 +132,7 @@ def _key_text(key: tuple) -> str:
 
 
 class CardSync:
-    """The adapter half of `sync._Sync`: uses its `state`, `errors`, `counts` and
-    `changed_architectures`."""
+    """The adapter half of `sync._Sync`: uses its `state`, `errors`, `counts` and `going`."""
 
     def _sync_adapters(self, files: list[ParsedFile], removed_paths: set[str]) -> None:
         by_ident: dict[tuple, list[ParsedFile]] = defaultdict(list)
@@ -419,19 +418,3 @@ class CardSync:
                 current.storage_key = ""
                 current.files.all().delete()
             current.save()
-
-    def _refresh_adapters_of_changed_architectures(self, reread_paths: set[str]) -> None:
-        if not self.changed_architectures:
-            return
-        archs = {a.pk: a for a in Architecture.objects.filter(pk__in=self.changed_architectures)}
-        stale = []
-        for row in Adapter.objects.filter(architecture_id__in=archs).exclude(
-            source_path__in=reread_paths
-        ):
-            config = hubformat.full_config(archs[row.architecture_id].config, row.config_overrides)
-            if config != row.config:
-                row.config = config
-                row.config_hash = hubformat.config_hash(config)
-                stale.append(row)
-        Adapter.objects.bulk_update(stale, ["config", "config_hash"], batch_size=500)
-        self.counts["adapter"].updated += len(stale)

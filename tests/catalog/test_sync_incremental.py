@@ -202,3 +202,19 @@ def test_a_reference_removed_by_the_same_commit_is_unknown_to_a_new_card(hub):
     run = sync_and_compare(hub)
 
     assert sorted(e["field"] for e in run.errors) == ["config.using", "subtask"]
+
+
+def test_an_architecture_change_that_makes_two_cards_one_refuses_the_later(hub):
+    hub.write("architectures/houlsby.yaml", arch_doc("houlsby", reduction_factor=8))
+    hub.write("adapters/ukp/h.yaml", card_doc(using="houlsby"))
+    hub.write("adapters/ukp/p.yaml", card_doc(using="pfeiffer"))
+    hub.commit("two cards, two configs")
+    assert sync_and_compare(hub).errors == []
+    hub.write("architectures/pfeiffer.yaml", arch_doc("pfeiffer", reduction_factor=8))
+    hub.commit("pfeiffer's config becomes houlsby's")
+
+    run = sync_and_compare(hub)
+
+    (error,) = run.errors
+    assert error["file"] == "adapters/ukp/p.yaml"
+    assert "duplicate adapter: @ukp/h" in error["message"]

@@ -3,7 +3,7 @@
 A seeded generator (reproducible: the failing seed and step are in the assertion message) edits a
 small Hub repository the ways maintainers do: add, edit, rename, delete, break and fix cards, copy
 one (a duplicate), give one a twin file (`.yml` beside `.yaml`), add and remove tasks, subtasks and
-architectures. HUB_SYNC_RANDOM_SEEDS / HUB_SYNC_RANDOM_STEPS run it longer.
+architectures. HUB_SYNC_RANDOM_SEEDS / HUB_SYNC_RANDOM_STEPS / HUB_SYNC_RANDOM_FIRST_SEED run it longer.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.catalog.minihub import (
 
 pytestmark = pytest.mark.django_db
 
+FIRST_SEED = int(os.environ.get("HUB_SYNC_RANDOM_FIRST_SEED", "0"))
 SEEDS = int(os.environ.get("HUB_SYNC_RANDOM_SEEDS", "4"))
 STEPS = int(os.environ.get("HUB_SYNC_RANDOM_STEPS", "14"))
 
@@ -111,7 +112,7 @@ class Maintainer:
         return f"add {name}"
 
 
-@pytest.mark.parametrize("seed", range(SEEDS))
+@pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + SEEDS))
 def test_random_commits_keep_incremental_equal_to_full(tmp_path, seed):
     hub = MiniHub(tmp_path / "hub")
     hub.commit("start")
