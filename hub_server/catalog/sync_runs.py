@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import connection
 from django.utils import timezone
 
 from hub_server.catalog.models import SyncRun
@@ -97,17 +97,12 @@ def reap_stale_runs() -> int:
 
 
 def finish(run: SyncRun, started: float) -> None:
-    """Record the outcome; survives a database connection that died during the run."""
+    """Record the outcome. After a lost connection this reconnects: the failed transaction's
+    rollback closed the dead connection (Django), so the save opens a new one."""
     run.finished_at = timezone.now()
     run.duration_ms = int((time.perf_counter() - started) * 1000)
     if run.status == SyncRun.Status.FAILED:
         # The transaction rolled back: the run's counts describe nothing that happened.
         run.added = run.updated = run.removed = run.unchanged = 0
         run.counts = {}
-    try:
-        run.save()
-    except (OperationalError, InterfaceError):
-        if connection.in_atomic_block:
-            raise
-        connection.close()  # the next query opens a new connection
-        run.save()
+    run.save()

@@ -160,27 +160,36 @@ def test_unreachable_remote_fails_at_once_with_a_clear_error(hub):
     assert time.monotonic() - started < 5
 
 
-def test_database_session_killed_mid_sync_writes_nothing_and_the_next_completes(hub):
+def terminate_own_session_at(stage: str):
+    """A progress callback that ends this process's database session when the sync says `stage`."""
+
+    def terminate(message):
+        if message.startswith(stage):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = cursor.fetchone()[0]
+            params = connection.settings_dict
+            killer = psycopg2.connect(dbname=params["NAME"], user=params["USER"],
+                                      host=params["HOST"])  # fmt: skip
+            killer.autocommit = True
+            with killer.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            killer.close()
+
+    return terminate
+
+
+# "fetching": the session dies while idle, before the transaction (a restart during the fetch);
+# "reading": inside the transaction, after the lock.
+@pytest.mark.parametrize("stage", ["fetching", "reading"])
+def test_database_session_killed_mid_sync_writes_nothing_and_the_next_completes(hub, stage):
     assert sync_hub_repository(str(hub.path)).status == SyncRun.Status.SUCCEEDED
     before = catalogue_dump()
     hub.write("adapters/ukp/b.yaml", card_doc(model_name="roberta-base"))
     hub.write("adapters/ukp/a.yaml", card_doc(description="edited"))
     hub.commit("two changes")
 
-    def terminate_own_session(message):
-        if message.startswith("reading"):
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pid = cursor.fetchone()[0]
-            killer = psycopg2.connect(dbname=connection.settings_dict["NAME"],
-                                      user=connection.settings_dict["USER"],
-                                      host=connection.settings_dict["HOST"])  # fmt: skip
-            killer.autocommit = True
-            with killer.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-            killer.close()
-
-    run = sync_hub_repository(str(hub.path), progress=terminate_own_session)
+    run = sync_hub_repository(str(hub.path), progress=terminate_own_session_at(stage))
 
     assert run.status == SyncRun.Status.FAILED
     assert "database connection failed" in run.message and "nothing was written" in run.message
