@@ -95,7 +95,8 @@ def sync_hub_repository(
         src = GitSource(source, branch, Path(settings.HUB_DATA_DIR))
         progress(f"fetching {source}")
         # Before the lock: a slow or hanging remote holds up neither another sync nor a write.
-        src.fetch(timeout=settings.HUB_SYNC_FETCH_TIMEOUT_SECONDS)
+        fetched = src.fetch(timeout=settings.HUB_SYNC_FETCH_TIMEOUT_SECONDS)
+        progress(f"fetched {fetched[:12]}")
         with transaction.atomic():
             _lock()
             changed = _Sync(run, src, progress).execute()

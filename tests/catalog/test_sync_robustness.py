@@ -125,3 +125,21 @@ def test_a_file_the_parser_chokes_on_is_an_error_of_that_file(hub, monkeypatch):
         "could not be parsed (RecursionError)"
         in only_error(run, "adapters/ukp/choke.yaml")["message"]
     )
+
+
+def test_a_sync_that_fetched_earlier_never_undoes_one_that_wrote_first(hub):
+    sync(hub)
+    hub.write("adapters/ukp/first.yaml", card_doc(model_name="first"))
+    hub.commit("first")
+
+    def another_sync_gets_ahead(message):
+        # Between this sync's fetch and its lock, another sync fetches a newer commit and writes.
+        if message.startswith("fetched"):
+            hub.write("adapters/ukp/second.yaml", card_doc(model_name="second"))
+            hub.commit("second")
+            assert sync_hub_repository(str(hub.path)).status == SyncRun.Status.SUCCEEDED
+
+    run = sync_hub_repository(str(hub.path), progress=another_sync_gets_ahead)
+
+    assert run.status == SyncRun.Status.NOOP, run.message
+    assert Adapter.objects.filter(name="second", status=Adapter.Status.ACTIVE).exists()
