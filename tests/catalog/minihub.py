@@ -11,16 +11,8 @@ from pathlib import Path
 import yaml
 from django.db import transaction
 
-from hub_server.catalog.models import (
-    Adapter,
-    AdapterDependency,
-    AdapterType,
-    AdapterVersion,
-    Architecture,
-    Subtask,
-    SyncRun,
-    Task,
-)
+from hub_server.catalog import models
+from hub_server.catalog.models import Adapter, SyncRun
 from hub_server.catalog.sync import sync_hub_repository
 from tests.conftest import commit_all, git
 
@@ -123,15 +115,17 @@ def catalogue_dump() -> dict:
     ]  # fmt: skip
     return {
         "types": sorted(
-            AdapterType.objects.values_list("id", "displayname", "description", "source_path")
+            models.AdapterType.objects.values_list(
+                "id", "displayname", "description", "source_path"
+            )
         ),
         "tasks": sorted(
-            Task.objects.values_list(
+            models.Task.objects.values_list(
                 "type_id", "task", "displayname", "description", "source_path", "source_blob"
             )  # fmt: skip
         ),
         "subtasks": sorted(
-            Subtask.objects.values_list(
+            models.Subtask.objects.values_list(
                 "task__type_id",
                 "task__task",
                 "subtask",
@@ -142,14 +136,14 @@ def catalogue_dump() -> dict:
         ),
         "architectures": sorted(
             (a.name, a.displayname, repr(a.config), a.config_hash, a.source_path)
-            for a in Architecture.objects.all()
+            for a in models.Architecture.objects.all()
         ),
         "adapters": sorted(
             (row["org"], row["name"], *(repr(row[f]) for f in adapter_fields))
             for row in Adapter.objects.values("org", "name", *adapter_fields)
         ),
         "versions": sorted(
-            AdapterVersion.objects.values_list(
+            models.AdapterVersion.objects.values_list(
                 "adapter__org",
                 "adapter__name",
                 "version",
@@ -161,7 +155,7 @@ def catalogue_dump() -> dict:
             )  # fmt: skip
         ),
         "dependencies": sorted(
-            AdapterDependency.objects.values_list(
+            models.AdapterDependency.objects.values_list(
                 "adapter__org", "adapter__name", "key", "position"
             )  # fmt: skip
         ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hub_server.catalog import hubformat
-from hub_server.catalog.models import Adapter, Subtask, Task
+from hub_server.catalog.models import Adapter, Subtask, SyncRun, Task
 from hub_server.catalog.sync import sync_hub_repository
 from tests.catalog.minihub import (
     TYPE,
@@ -49,13 +49,18 @@ def test_card_rejected_for_a_missing_task_lands_once_the_task_is_committed(hub):
     assert active("ukp", "nli").subtask.subtask == "rte"
 
 
-def test_duplicate_lands_once_the_original_is_deleted(hub):
-    hub.write("adapters/ukp/original.yaml", card_doc())
+def original_then_copy(hub: MiniHub, original: str, copy: str) -> SyncRun:
+    """Sync a card, then a second card with the same unique key; the second run."""
+    hub.write(f"adapters/ukp/{original}.yaml", card_doc())
     hub.commit("original")
     sync_and_compare(hub)
-    hub.write("adapters/ukp/copy.yaml", card_doc())
+    hub.write(f"adapters/ukp/{copy}.yaml", card_doc())
     hub.commit("a duplicate")
-    run = sync_and_compare(hub)
+    return sync_and_compare(hub)
+
+
+def test_duplicate_lands_once_the_original_is_deleted(hub):
+    run = original_then_copy(hub, "original", "copy")
     assert "duplicate adapter" in run.errors[0]["message"]
     assert active("ukp", "copy") is None
 
@@ -70,13 +75,7 @@ def test_duplicate_lands_once_the_original_is_deleted(hub):
 
 def test_a_newcomer_never_displaces_the_card_that_holds_its_key(hub):
     # "a-copy" sorts before "b-original": a full read used to let the newcomer win.
-    hub.write("adapters/ukp/b-original.yaml", card_doc())
-    hub.commit("original")
-    sync_and_compare(hub)
-    hub.write("adapters/ukp/a-copy.yaml", card_doc())
-    hub.commit("a duplicate that sorts first")
-
-    run = sync_and_compare(hub)
+    run = original_then_copy(hub, "b-original", "a-copy")
 
     assert [e["file"] for e in run.errors] == ["adapters/ukp/a-copy.yaml"]
     assert active("ukp", "b-original") is not None

@@ -13,15 +13,8 @@ import random
 
 import pytest
 
-from tests.catalog.minihub import (
-    TYPE,
-    MiniHub,
-    arch_doc,
-    card_doc,
-    subtask_doc,
-    sync_and_compare,
-    task_doc,
-)
+from tests.catalog import minihub
+from tests.catalog.minihub import MiniHub, sync_and_compare
 
 pytestmark = pytest.mark.django_db
 
@@ -34,11 +27,14 @@ NAMES = ("a", "b", "c", "d")
 MODELS = ("bert-base-uncased", "roberta-base")
 SUBTASKS = (("sentiment", "sst-2"), ("sentiment", "imdb"), ("nli", "rte"))
 OPTIONAL = {
-    "task nli": (f"tasks/{TYPE}/nli.yaml", task_doc("nli")),
-    "task nli again": (f"tasks/{TYPE}/a_nli.yaml", task_doc("nli", "NLI twice")),
-    "subtask imdb": (f"subtasks/{TYPE}/sentiment_imdb.yaml", subtask_doc("sentiment", "imdb")),
-    "subtask rte": (f"subtasks/{TYPE}/nli_rte.yaml", subtask_doc("nli", "rte")),
-    "architecture houlsby": ("architectures/houlsby.yaml", arch_doc("houlsby", 8)),
+    "task nli": (f"tasks/{minihub.TYPE}/nli.yaml", minihub.task_doc("nli")),
+    "task nli again": (f"tasks/{minihub.TYPE}/a_nli.yaml", minihub.task_doc("nli", "NLI twice")),
+    "subtask imdb": (
+        f"subtasks/{minihub.TYPE}/sentiment_imdb.yaml",
+        minihub.subtask_doc("sentiment", "imdb"),
+    ),
+    "subtask rte": (f"subtasks/{minihub.TYPE}/nli_rte.yaml", minihub.subtask_doc("nli", "rte")),
+    "architecture houlsby": ("architectures/houlsby.yaml", minihub.arch_doc("houlsby", 8)),
 }
 
 
@@ -52,7 +48,7 @@ class Maintainer:
 
     def random_card(self) -> dict:
         task, subtask = self.rng.choice(SUBTASKS)
-        return card_doc(
+        return minihub.card_doc(
             task=task,
             subtask=subtask,
             model_name=self.rng.choice(MODELS),
@@ -101,7 +97,7 @@ class Maintainer:
             return f"{action} {card} -> {target}"
         if action == "arch":
             rf = self.rng.choice((8, 16, 32))
-            self.hub.write("architectures/pfeiffer.yaml", arch_doc("pfeiffer", rf))
+            self.hub.write("architectures/pfeiffer.yaml", minihub.arch_doc("pfeiffer", rf))
             return f"pfeiffer reduction factor {rf}"
         name = self.rng.choice(sorted(OPTIONAL))
         path, doc = OPTIONAL[name]
