@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
 from hub_server.catalog import hubformat
 from hub_server.catalog.gitsource import GitSource, SourceError
@@ -132,6 +132,9 @@ def _lock() -> None:
     try:
         SyncLock.objects.select_for_update(nowait=True).get(id=1)
     except DatabaseError as exc:
+        # PostgreSQL says "lock not available" (55P03); a lost connection is not a lock.
+        if connection.vendor == "postgresql" and getattr(exc.__cause__, "pgcode", "") != "55P03":
+            raise
         raise SyncLocked() from exc
 
 
