@@ -143,3 +143,23 @@ def test_a_sync_that_fetched_earlier_never_undoes_one_that_wrote_first(hub):
 
     assert run.status == SyncRun.Status.NOOP, run.message
     assert Adapter.objects.filter(name="second", status=Adapter.Status.ACTIVE).exists()
+
+
+def test_a_failing_lock_query_is_a_database_failure_not_another_sync(hub, monkeypatch):
+    from django.db import OperationalError, connection
+
+    from hub_server.catalog.models import SyncLock
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the lock's error codes are PostgreSQL's")
+
+    def connection_lost(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(SyncLock.objects, "select_for_update", connection_lost)
+    hub.commit("change")
+
+    run = sync_hub_repository(str(hub.path))
+
+    assert run.status == SyncRun.Status.FAILED
+    assert "database connection failed" in run.message
