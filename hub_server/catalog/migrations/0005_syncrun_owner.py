@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("catalog", "0003_adapter_task_model_index"),
+        ("catalog", "0004_catalog_generation"),
     ]
 
     operations = [
