@@ -354,6 +354,12 @@ HUB_UPLOAD_MAX_FILES = env_int("HUB_UPLOAD_MAX_FILES", 16)
 HUB_UPLOAD_MAX_UNCOMPRESSED_BYTES = env_int("HUB_UPLOAD_MAX_UNCOMPRESSED_BYTES", 2 * 1024**3)
 HUB_UPLOAD_MAX_RATIO = float(os.environ.get("HUB_UPLOAD_MAX_RATIO") or 100)
 HUB_VALIDATION_TIME_LIMIT = env_int("HUB_VALIDATION_TIME_LIMIT", 600)
+# Each JSON file of an upload (adapter_config.json, head_config.json, ...) is at most this long.
+HUB_UPLOAD_MAX_JSON_BYTES = env_int("HUB_UPLOAD_MAX_JSON_BYTES", 1024**2)
+# YAML written by users (upload cards, every file of the Hub repository): bytes per blob, and per
+# string in it (catalog/safe_yaml.py; aliases and anchors are always refused).
+HUB_YAML_MAX_BYTES = env_int("HUB_YAML_MAX_BYTES", 256 * 1024)
+HUB_CARD_FIELD_MAX_BYTES = env_int("HUB_CARD_FIELD_MAX_BYTES", 16 * 1024)
 # Where published cards are committed: a local git work tree (default: the demo repository).
 HUB_PUBLISH_REPO = os.environ.get("HUB_PUBLISH_REPO", "")
 # Empty: one branch per upload (upload/<id>); a name: commit there (the demo commits to main).
