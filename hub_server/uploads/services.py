@@ -25,9 +25,9 @@ from django.utils import timezone
 from hub_server import storage
 from hub_server.accounts import services as accounts
 from hub_server.accounts.models import Membership, Organisation
-from hub_server.catalog import hubformat
+from hub_server.catalog import hubformat, safe_yaml
 from hub_server.catalog.models import Adapter
-from hub_server.uploads import checks, hubrepo
+from hub_server.uploads import basemodels, checks, hubrepo
 from hub_server.uploads.models import Upload
 from hub_server.uploads.publishing import (
     CARD_FIELDS,
@@ -90,15 +90,37 @@ def resolve_organisation(
 
 
 def clean_card(card: dict[str, Any] | None) -> dict[str, Any]:
+    """The card fields of an upload: known names, strings (score: a number) within
+    HUB_CARD_FIELD_MAX_BYTES each, model_name a Hub model id. Raises UploadRefused."""
     card = dict(card or {})
     unknown = sorted(set(card) - CARD_KEYS)
     if unknown:
+        names = safe_yaml.clip(str([safe_yaml.clip(str(k), 40) for k in unknown]), 200)
         raise UploadRefused(
-            f"unknown card field(s) {unknown}; allowed: {sorted(CARD_KEYS)}", 400, "card"
+            f"unknown card field(s) {names}; allowed: {sorted(CARD_KEYS)}", 400, "card"
         )
     card = {k: v for k, v in card.items() if v not in (None, "")}
+    for key, value in card.items():
+        problem = _card_field_problem(key, value)
+        if problem:
+            raise UploadRefused(f"{key} {problem}", 400, "card")
     check_card_links(card)
     return card
+
+
+def _card_field_problem(key: str, value: Any) -> str | None:
+    if key == "score":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, not a {type(value).__name__.replace('str', 'string')}"
+        return None
+    if not isinstance(value, str):
+        return f"must be a string, not a {type(value).__name__.replace('dict', 'mapping')}"
+    size, cap = len(value.encode("utf-8")), safe_yaml.max_field_bytes()
+    if size > cap:
+        return f"is {size} bytes; a card field may hold at most {cap} (HUB_CARD_FIELD_MAX_BYTES)"
+    if key == "model_name" and not basemodels.is_hub_id(value):
+        return basemodels.not_a_hub_id(value)
+    return None
 
 
 # `github: @name` is a handle; anything with a scheme must be a web URL like `url`.
