@@ -49,13 +49,11 @@ class _RefuseAliases(Composer):
 
     def compose_node(self, parent, index):
         event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise YAMLRefused(
-                f"{ALIASES_REFUSED} (found the alias *{clip(event.anchor, 40)})", event.start_mark
-            )
+        # An alias event carries the name it refers to, a node event the anchor it defines.
         if getattr(event, "anchor", None) is not None:
+            found = "the alias *" if isinstance(event, yaml.AliasEvent) else "the anchor &"
             raise YAMLRefused(
-                f"{ALIASES_REFUSED} (found the anchor &{clip(event.anchor, 40)})", event.start_mark
+                f"{ALIASES_REFUSED} (found {found}{clip(event.anchor, 40)})", event.start_mark
             )
         self._depth += 1
         try:

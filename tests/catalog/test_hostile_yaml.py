@@ -43,7 +43,10 @@ def test_the_675_byte_bomb_is_refused_as_an_alias_not_expanded(snapshot_repo):
     del data["citation"]
     bomb = yaml.safe_dump(data, sort_keys=False) + laughs(4)
     (snapshot_repo / CARD).write_text(bomb)
-    commit_all(snapshot_repo, "a hostile card")
+    # within every cap, and quoted by the sync's own check: the message still stays short
+    data.update(task="t" * 10_000, citation="fine")
+    (snapshot_repo / "adapters/ukp/long.yaml").write_text(yaml.safe_dump(data))
+    commit_all(snapshot_repo, "hostile cards")
 
     run = sync_hub_repository(str(snapshot_repo))
 
@@ -52,15 +55,21 @@ def test_the_675_byte_bomb_is_refused_as_an_alias_not_expanded(snapshot_repo):
     assert "YAML aliases are not allowed" in errors[0]["message"]
     assert len(errors[0]["message"]) < 200
     assert errors[0]["line"] is not None
-    assert not Adapter.objects.filter(name="bad").exists()
+    (long,) = [e for e in run.errors if e["file"] == "adapters/ukp/long.yaml"]
+    assert long["message"].startswith("unknown task 'tttt") and len(long["message"]) <= 500
+    assert not Adapter.objects.filter(name__in=["bad", "long"]).exists()
     assert run.status == "succeeded"
 
 
 def test_an_alias_anywhere_is_refused_before_construction():
-    for text in ("task: &t sentiment\nsubtask: *t\n", "a: *undefined\n", "<<: &m {a: 1}\n"):
+    for text, found in (
+        ("task: &t sentiment\nsubtask: *t\n", "the anchor &t"),
+        ("a: *undefined\n", "the alias *undefined"),
+        ("<<: &m {a: 1}\n", "the anchor &m"),
+    ):
         parsed = parse(text)
         (error,) = parsed.errors
-        assert "YAML aliases are not allowed" in error.message
+        assert error.message == f"YAML aliases are not allowed (found {found})"
         assert error.line == 1 and parsed.data == {}
 
 
