@@ -446,7 +446,8 @@ CHECK_NAMES = [name for name, _ in CHECKS] + ["publish"]
 
 def report_entry(name: str, ok: bool | None, message: str, started: float | None) -> dict:
     duration = round((time.perf_counter() - started) * 1000, 1) if started is not None else 0.0
-    return {"name": name, "ok": ok, "message": message, "duration_ms": duration}
+    # Messages quote what the upload holds (file names, tensor keys): never at length.
+    return {"name": name, "ok": ok, "message": clip(message, 1000), "duration_ms": duration}
 
 
 def run_checks(v: Validation) -> tuple[bool, list[dict]]:

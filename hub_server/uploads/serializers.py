@@ -19,6 +19,8 @@ class CardField(serializers.Field):
                 raise serializers.ValidationError(f"the card: {too_large}")
             try:
                 data = json.loads(data) if data.strip().startswith("{") else safe_yaml.load(data)
+            except RecursionError:
+                raise serializers.ValidationError("the card is nested too deeply") from None
             except safe_yaml.YAMLRefused as exc:
                 line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
                 raise serializers.ValidationError(f"the card, line {line}: {exc.problem}") from None

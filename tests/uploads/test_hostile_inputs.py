@@ -4,32 +4,23 @@ non-finite values, an adapter that changes nothing)."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 
 import pytest
 import torch
-from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 from safetensors.torch import load_file, save_file
 
 from hub_server.accounts import services as accounts
-from hub_server.uploads import services
 from hub_server.uploads.models import Upload
 from tests.catalog.test_hostile_yaml import laughs
 
 from .conftest import TINY_BERT, zip_folder
+from .test_checks import failed, upload
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice(demo_catalogue):
-    user = User.objects.create(username="alice")
-    accounts.create_organisation("alice-lab", owner=user)
-    return user
 
 
 def post_card(user, folder, card: str):
@@ -54,23 +45,8 @@ def card_error(response) -> str:
     return message
 
 
-def validate(user, folder, django_capture_on_commit_callbacks, **fields) -> Upload:
-    with django_capture_on_commit_callbacks(execute=True):
-        up = services.create_upload(
-            user=user,
-            archive=io.BytesIO(zip_folder(folder)),
-            task="sentiment",
-            subtask="demo-reviews",
-            org="alice-lab",
-            **fields,
-        )
-    up.refresh_from_db()
-    return up
-
-
-def rejected(up: Upload) -> dict:
-    assert up.status == "rejected", up.report
-    return next(e for e in up.report if e["ok"] is False)
+def validate(user, folder, capture, **fields) -> Upload:
+    return upload(user, zip_folder(folder), capture, **fields)
 
 
 def edit_json(path, **changes) -> None:
@@ -131,7 +107,7 @@ def test_each_json_file_has_its_own_byte_cap(
     settings.HUB_UPLOAD_MAX_JSON_BYTES = 4096
     path = tiny_adapter / name
     path.write_text(path.read_text() + " " * 5000)  # still valid JSON
-    entry = rejected(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
+    entry = failed(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
     assert entry["name"] == "archive"
     size = path.stat().st_size
     assert entry["message"] == (
@@ -140,12 +116,12 @@ def test_each_json_file_has_its_own_byte_cap(
     )
 
 
-def test_a_model_name_that_is_a_worker_path_is_rejected(
+def test_a_model_name_that_is_a_worker_path_is_failed(
     alice, tiny_adapter, django_capture_on_commit_callbacks
 ):
     edit_json(tiny_adapter / "adapter_config.json", model_name=str(TINY_BERT))
     up = validate(alice, tiny_adapter, django_capture_on_commit_callbacks, name="tiny")
-    entry = rejected(up)
+    entry = failed(up)
     assert entry["name"] == "card" and "is not a model id" in entry["message"]
 
 
@@ -157,7 +133,7 @@ def test_a_hub_id_is_never_read_as_a_folder_of_the_worker(
     shutil.copytree(TINY_BERT, workdir / "evil-bert")
     monkeypatch.chdir(workdir)
     edit_json(tiny_adapter / "adapter_config.json", model_name="evil-bert")
-    entry = rejected(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
+    entry = failed(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
     assert entry["name"] == "config"
     assert "base model evil-bert is not available" in entry["message"]
 
@@ -191,7 +167,7 @@ def test_a_head_that_does_not_load_rejects_the_upload(
     alice, tiny_adapter, django_capture_on_commit_callbacks, changes
 ):
     edit_json(tiny_adapter / "head_config.json", **changes)
-    entry = rejected(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
+    entry = failed(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
     assert entry["name"] == "load"
     assert entry["message"].startswith("head_config.json was not loaded")
 
@@ -201,7 +177,7 @@ def rewrite_weights(path, change) -> None:
     save_file({k: change(k, v) for k, v in state.items()}, str(path))
 
 
-def test_nan_weights_are_rejected(alice, tiny_adapter, django_capture_on_commit_callbacks):
+def test_nan_weights_are_failed(alice, tiny_adapter, django_capture_on_commit_callbacks):
     first = True
 
     def one_nan(key, tensor):
@@ -213,7 +189,7 @@ def test_nan_weights_are_rejected(alice, tiny_adapter, django_capture_on_commit_
         return tensor
 
     rewrite_weights(tiny_adapter / "adapter.safetensors", one_nan)
-    entry = rejected(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
+    entry = failed(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
     assert entry["name"] == "weights" and "holds NaN or infinite values" in entry["message"]
 
 
@@ -224,18 +200,35 @@ def test_nan_weights_are_rejected(alice, tiny_adapter, django_capture_on_commit_
         ("model_head.safetensors", "the prediction head gives NaN or infinite outputs"),
     ],
 )
-def test_finite_weights_that_overflow_are_rejected(
+def test_finite_weights_that_overflow_are_failed(
     alice, tiny_adapter, django_capture_on_commit_callbacks, weights, words
 ):
     rewrite_weights(tiny_adapter / weights, lambda k, v: torch.full_like(v, 3e38))
-    entry = rejected(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
+    entry = failed(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
     assert entry["name"] == "run" and words in entry["message"]
 
 
-def test_an_adapter_that_changes_nothing_is_rejected(
+def test_an_adapter_that_changes_nothing_is_failed(
     alice, tiny_adapter, django_capture_on_commit_callbacks
 ):
     rewrite_weights(tiny_adapter / "adapter.safetensors", lambda k, v: torch.zeros_like(v))
-    entry = rejected(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
+    entry = failed(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
     assert entry["name"] == "run"
     assert entry["message"].startswith("the adapter does not change the model's outputs")
+
+
+def test_a_deeply_nested_json_card_is_a_400(alice, tiny_adapter):
+    card = '{"description": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert "nested too deeply" in card_error(post_card(alice, tiny_adapter, card))
+
+
+def test_a_report_message_stays_short_whatever_the_input(
+    alice, tiny_adapter, django_capture_on_commit_callbacks
+):
+    path = tiny_adapter / "adapter.safetensors"
+    state = load_file(str(path))
+    state["x" * 20_000] = torch.tensor([float("nan")])
+    save_file(state, str(path))
+    entry = failed(validate(alice, tiny_adapter, django_capture_on_commit_callbacks))
+    assert entry["name"] == "weights" and entry["message"].startswith("adapter.safetensors: tensor")
+    assert len(entry["message"]) <= 1000
