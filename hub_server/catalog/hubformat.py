@@ -282,6 +282,16 @@ def _format(validator, fmt, instance, schema):
         yield ValidationError(f"is not a valid {fmt}")
 
 
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not re.search(pattern, instance):
+        yield ValidationError(f"does not match the pattern {pattern}")
+
+
+def _enum(validator, allowed, instance, schema):
+    if instance not in allowed:
+        yield ValidationError(f"must be one of {', '.join(map(str, allowed))}")
+
+
 def _any_of(validator, alternatives, instance, schema):
     if any(validator.evolve(schema=s).is_valid(instance) for s in alternatives):
         return
@@ -311,9 +321,13 @@ _SafeValidator = validators.extend(
         "minProperties": _bound("object", " fields", len, is_max=False),
         "minimum": _bound("number", "", lambda n: n, is_max=False),
         "format": _format,
+        "pattern": _pattern,
+        "enum": _enum,
         "anyOf": _any_of,
     },
 )
+# Keywords whose jsonschema messages quote nothing of the instance, kept as they are.
+QUIET_KEYWORDS = {"properties", "items"}
 _FORMATS = FormatChecker(formats=["email"])
 
 

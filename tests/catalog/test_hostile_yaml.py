@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jsonschema import Draft7Validator
 
 from hub_server.catalog import hubformat
 from hub_server.catalog.models import Adapter
@@ -136,3 +137,27 @@ def test_sync_of_the_snapshot_is_unaffected_by_the_strict_loader():
         parsed = hubformat.parse_file(relative, path.read_bytes())
         if parsed is not None:
             assert not [e for e in parsed.errors if "YAML" in e.message], relative
+
+
+def test_every_schema_keyword_has_a_message_that_quotes_no_value():
+    """A keyword added to the schemas must be restated in hubformat, or its jsonschema message
+    (repr of the value) comes back."""
+
+    def keywords(schema):
+        if isinstance(schema, dict):
+            for key, value in schema.items():
+                yield key
+                if key == "properties":
+                    for sub in value.values():
+                        yield from keywords(sub)
+                elif isinstance(value, dict | list):
+                    yield from keywords(value)
+        elif isinstance(schema, list):
+            for sub in schema:
+                yield from keywords(sub)
+
+    used = {k for schema in hubformat.SCHEMAS.values() for k in keywords(schema)}
+    ours = hubformat.VALIDATORS["adapter"].VALIDATORS
+    restated = {k for k, check in ours.items() if check is not Draft7Validator.VALIDATORS.get(k)}
+    assert {"type", "required", "anyOf", "format"} <= restated
+    assert used - hubformat.QUIET_KEYWORDS <= restated, used - hubformat.QUIET_KEYWORDS - restated
