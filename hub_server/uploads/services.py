@@ -11,6 +11,7 @@ that repository finds it unchanged.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import tempfile
 import time
@@ -93,9 +94,9 @@ def clean_card(card: dict[str, Any] | None) -> dict[str, Any]:
     """The card fields of an upload: known names, strings (score: a number) within
     HUB_CARD_FIELD_MAX_BYTES each, model_name a Hub model id. Raises UploadRefused."""
     card = dict(card or {})
-    unknown = sorted(set(card) - CARD_KEYS)
+    unknown = sorted(str(k) for k in set(card) - CARD_KEYS)
     if unknown:
-        names = safe_yaml.clip(str([safe_yaml.clip(str(k), 40) for k in unknown]), 200)
+        names = safe_yaml.clip(str([safe_yaml.clip(k, 40) for k in unknown]), 200)
         raise UploadRefused(
             f"unknown card field(s) {names}; allowed: {sorted(CARD_KEYS)}", 400, "card"
         )
@@ -112,7 +113,7 @@ def _card_field_problem(key: str, value: Any) -> str | None:
     if key == "score":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, not a {type(value).__name__.replace('str', 'string')}"
-        return None
+        return None if math.isfinite(value) else "must be a finite number"
     if not isinstance(value, str):
         return f"must be a string, not a {type(value).__name__.replace('dict', 'mapping')}"
     size, cap = len(value.encode("utf-8")), safe_yaml.max_field_bytes()

@@ -87,6 +87,10 @@ def test_card_fields_are_strings_or_a_score(alice, tiny_adapter):
     assert message == "description must be a string, not a list"
     message = card_error(post_card(alice, tiny_adapter, "score: high"))
     assert message == "score must be a number, not a string"
+    message = card_error(post_card(alice, tiny_adapter, "score: .nan"))
+    assert message == "score must be a finite number"
+    message = card_error(post_card(alice, tiny_adapter, "1: one\nauthor: me"))
+    assert message.startswith("unknown card field(s) ['1']")
     response = post_card(alice, tiny_adapter, "score: 0.93\ndescription: fine")
     assert response.status_code == 202, response.content
 
