@@ -199,6 +199,8 @@ HUB_SEARCH_INDEX_INLINE_MAX = env_int("HUB_SEARCH_INDEX_INLINE_MAX", 20_000)
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# The queue tasks are sent to (and workers consume by default).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or "celery"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ACKS_LATE = True
@@ -212,16 +214,24 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int(
         "HUB_BROKER_VISIBILITY_TIMEOUT", env_int("HUB_VALIDATION_TIME_LIMIT", 600) + 300
-    )
+    ),
+    # A broker that does not answer makes a send fail in seconds, not hang the request.
+    "socket_connect_timeout": 3,
 }
 CELERY_BEAT_SCHEDULE = {
     "sync-hub": {
         "task": "hub_server.catalog.tasks.sync_hub_task",
         "schedule": float(env_int("HUB_SYNC_INTERVAL_SECONDS", 3600)),
     },
+    # Uploads whose task never reached the broker (it was down), whose claim expired (the worker
+    # died) or whose message was lost: queued again (docs/uploads.md, "Never stuck").
     "requeue-stuck-uploads": {
         "task": "hub_server.uploads.tasks.requeue_stuck_uploads_task",
-        "schedule": 300.0,
+        "schedule": float(env_int("HUB_UPLOAD_SWEEP_SECONDS", 30)),
+    },
+    "purge-rejected-uploads": {
+        "task": "hub_server.uploads.tasks.purge_rejected_uploads_task",
+        "schedule": 3600.0,
     },
 }
 # Mirroring of linked adapter files; scheduled once its module exists, so beat never sends a task
@@ -360,6 +370,18 @@ HUB_UPLOAD_MAX_JSON_BYTES = env_int("HUB_UPLOAD_MAX_JSON_BYTES", 1024**2)
 # string in it (catalog/safe_yaml.py; aliases and anchors are always refused).
 HUB_YAML_MAX_BYTES = env_int("HUB_YAML_MAX_BYTES", 256 * 1024)
 HUB_CARD_FIELD_MAX_BYTES = env_int("HUB_CARD_FIELD_MAX_BYTES", 16 * 1024)
+# A worker validating an upload holds a claim on it for this many seconds, renewed every third of
+# it while the validation runs; a claim that expired (its worker died) may be taken again.
+HUB_VALIDATION_LEASE_SECONDS = env_int("HUB_VALIDATION_LEASE_SECONDS", 60)
+# How often beat sweeps for uploads to queue again (broker was down, claim expired, message lost).
+HUB_UPLOAD_SWEEP_SECONDS = env_int("HUB_UPLOAD_SWEEP_SECONDS", 30)
+# Per-user upload quotas over a sliding window (0 turns one off; staff are exempt): 429 past them.
+HUB_UPLOAD_QUOTA_COUNT = env_int("HUB_UPLOAD_QUOTA_COUNT", 100)
+HUB_UPLOAD_QUOTA_BYTES = env_int("HUB_UPLOAD_QUOTA_BYTES", 10 * 1024**3)
+HUB_UPLOAD_QUOTA_WINDOW_HOURS = env_int("HUB_UPLOAD_QUOTA_WINDOW_HOURS", 24)
+# Archives of rejected uploads are deleted this many days after the rejection (0: kept forever);
+# the upload's row and report stay.
+HUB_REJECTED_RETENTION_DAYS = env_int("HUB_REJECTED_RETENTION_DAYS", 30)
 # Where published cards are committed: a local git work tree (default: the demo repository).
 HUB_PUBLISH_REPO = os.environ.get("HUB_PUBLISH_REPO", "")
 # Empty: one branch per upload (upload/<id>); a name: commit there (the demo commits to main).

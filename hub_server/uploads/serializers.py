@@ -65,6 +65,10 @@ class UploadSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="user.username", default=None)
     adapter = serializers.SerializerMethodField()
     status_url = serializers.SerializerMethodField()
+    validation_delayed = serializers.BooleanField(
+        read_only=True,
+        help_text="stored, but the task queue was unavailable: validated once it is back",
+    )
 
     class Meta:
         model = Upload
@@ -83,6 +87,7 @@ class UploadSerializer(serializers.ModelSerializer):
             "filename",
             "archive_size",
             "archive_sha256",
+            "validation_delayed",
             "message",
             "report",
             "attempts",

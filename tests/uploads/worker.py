@@ -41,6 +41,8 @@ class Worker:
             "HUB_PUBLISH_REPO": settings.HUB_PUBLISH_REPO,
             "HUB_PUBLISH_BRANCH": settings.HUB_PUBLISH_BRANCH,
             "PYTHONPATH": str(ROOT),
+            # What the worker itself sends (the sweep at its start) goes to its own queue.
+            "CELERY_TASK_DEFAULT_QUEUE": self.queue,
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen | None = None
@@ -89,12 +91,12 @@ class Worker:
             )
 
 
-def use_broker(queue: str):
+def use_broker(queue: str, broker_url: str = BROKER_URL):
     """Point this process's Celery app (the live server's producer) at Redis and the queue."""
     from hub_server.celery import app
 
     saved = {k: app.conf.get(k) for k in ("broker_url", "task_always_eager", "task_default_queue")}
-    app.conf.update(broker_url=BROKER_URL, task_always_eager=False, task_default_queue=queue)
+    app.conf.update(broker_url=broker_url, task_always_eager=False, task_default_queue=queue)
     _forget_connections(app)
     return saved
 
