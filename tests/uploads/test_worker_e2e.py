@@ -148,7 +148,11 @@ def test_a_worker_killed_mid_validation_leaves_nothing_stuck(
     live_server, worker_factory, tmp_path, django_user_model
 ):
     load_demo_catalogue()
-    env = {"HUB_VALIDATION_TEST_DELAY": "4", "HUB_BROKER_VISIBILITY_TIMEOUT": "3"}
+    env = {
+        "HUB_VALIDATION_TEST_DELAY": "4",
+        "HUB_BROKER_VISIBILITY_TIMEOUT": "3",
+        "HUB_VALIDATION_LEASE_SECONDS": "3",
+    }
     first = worker_factory(**env).start()
     bob = User.objects.create(username="bob")
     accounts.create_organisation("lab", owner=bob)
