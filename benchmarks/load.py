@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import io
 import json
 import os
 import random
@@ -37,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -66,26 +64,10 @@ def free_port() -> int:
 
 def adapter_versions(tmp: Path, n: int) -> list[bytes]:
     """n zips of one tiny BERT seq_bn adapter with a head, each with slightly different weights."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
+    from benchmarks.uploads import variants
     from tests.uploads.conftest import save_tiny_adapter
 
-    folder = save_tiny_adapter(tmp / "adapter")
-    state = load_file(str(folder / "adapter.safetensors"))
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        noisy = {k: v + 1e-3 * torch.randn(v.shape, generator=g) for k, v in state.items()}
-        buffer = io.BytesIO()
-        with tempfile.TemporaryDirectory() as t, zipfile.ZipFile(buffer, "w") as zf:
-            save_file(noisy, f"{t}/adapter.safetensors")
-            for p in sorted(folder.iterdir()):
-                if p.name == "adapter.bin":
-                    continue  # the safetensors file is the one that changes
-                zf.write(Path(t, p.name) if p.name == "adapter.safetensors" else p, p.name)
-        out.append(buffer.getvalue())
-    return out
+    return variants(save_tiny_adapter(tmp / "adapter"), n, seed=0)
 
 
 class Reads:

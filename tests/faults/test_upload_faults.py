@@ -25,25 +25,16 @@ from hub_server.uploads import claims, services
 from hub_server.uploads.models import Upload
 from tests.conftest import ROOT
 from tests.uploads.conftest import save_tiny_adapter, upload_settings, zip_folder  # noqa: F401
-from tests.uploads.worker import Worker, restore_broker, use_broker
+from tests.uploads.worker import (  # noqa: F401
+    Worker,
+    close_other_sessions,
+    restore_broker,
+    use_broker,
+)
 
 from .private_redis import private_redis  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def close_other_sessions(django_db_blocker):
-    """Lease threads and request threads keep connections to the test database: end them so
-    that it can be dropped at the end of the run."""
-    yield
-    from django.db import connection
-
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
 
 
 @pytest.fixture
@@ -203,12 +194,7 @@ def test_worker_killed_mid_validation_is_validated_again_exactly_once(lab, broke
     response = post_upload(token_client(lab), adapter_zip)
     assert response.status_code == 202, response.content
     upload_id = response.json()["id"]
-    deadline = time.monotonic() + 60
-    while Upload.objects.get(pk=upload_id).status != "validating":
-        assert time.monotonic() < deadline, first.output()
-        time.sleep(0.1)
-    time.sleep(1.0)  # inside the load check's delay
-    first.kill()
+    first.kill_mid_validation(upload_id)
     held = Upload.objects.get(pk=upload_id)
     assert held.status == "validating" and held.attempts == 1
     # nobody may take it while the dead worker's lease runs
