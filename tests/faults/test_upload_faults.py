@@ -249,6 +249,31 @@ def test_a_validating_upload_cannot_be_claimed_again_until_its_lease_expires(lab
     assert claims.claim_upload(up.pk) is None  # final
 
 
+def test_a_worker_that_lost_its_claim_publishes_nothing(lab, adapter_zip):
+    from unittest import mock
+
+    from hub_server.catalog.models import Adapter
+    from hub_server.uploads import checks, hubrepo
+    from tests.conftest import git
+
+    up = stored_upload(lab, adapter_zip)
+    run_checks = checks.run_checks
+
+    def stalled_past_the_lease(validation):
+        result = run_checks(validation)
+        # meanwhile the lease ran out and another worker took the upload
+        Upload.objects.filter(pk=up.pk).update(lease_expires_at=timezone.now())
+        assert claims.claim_upload(up.pk) is not None
+        return result
+
+    with mock.patch.object(checks, "run_checks", stalled_past_the_lease):
+        result = services.validate_upload(up.pk)
+    assert result.status == "validating" and result.attempts == 2
+    assert not Adapter.objects.filter(org="lab").exists()
+    commits = git(hubrepo.publish_repository(), "log", "--all", "--format=%s")
+    assert f"(upload {up.pk})" not in commits
+
+
 def test_two_concurrent_claims_of_one_upload_one_wins(lab, adapter_zip):
     from django.db import connection
 
