@@ -127,3 +127,20 @@ def finish(upload: Upload, status: str, report: list[dict], message: str, **fiel
         raise ClaimLost(f"upload {upload.pk}: the claim was lost to another worker")
     upload.refresh_from_db()
     return upload
+
+
+def release(upload: Upload, message: str) -> Upload:
+    """Give the upload back, pending and not counted as an attempt, for the sweep to send again
+    (a transient failure of this hub, not of the upload: the file storage is full)."""
+    values = {
+        "status": Upload.Status.PENDING,
+        "message": message,
+        "claim_token": "",
+        "lease_expires_at": None,
+        "queued_at": None,
+        "attempts": F("attempts") - 1,
+    }
+    if holder(upload).update(**values) != 1:
+        raise ClaimLost(f"upload {upload.pk}: the claim was lost to another worker")
+    upload.refresh_from_db()
+    return upload

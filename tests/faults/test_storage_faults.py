@@ -237,3 +237,25 @@ def test_retention_zero_keeps_rejected_archives_and_beat_runs_the_purge(lab, set
     schedule = {e["task"]: e["schedule"] for e in settings.CELERY_BEAT_SCHEDULE.values()}
     assert schedule["hub_server.uploads.tasks.purge_rejected_uploads_task"] <= 3600
     assert schedule["hub_server.uploads.tasks.requeue_stuck_uploads_task"] <= 30
+
+
+def test_a_full_storage_at_publish_time_delays_the_upload_instead_of_rejecting_it(
+    lab, mount, settings, tmp_path
+):
+    from tests.uploads.conftest import save_tiny_adapter, zip_folder
+
+    data = zip_folder(save_tiny_adapter(tmp_path / "trained"))
+    up = stored(lab, data, status="pending")
+    roomy = settings.STORAGES
+    full = mount(512)
+    storage.store_bytes(data)  # the upload's archive, in the new storage too
+    free = os.statvfs(full).f_bavail * os.statvfs(full).f_frsize
+    (full / "filler").write_bytes(b"\0" * (free - 4096))
+    up = services.validate_upload(up.pk)
+    assert up.status == "pending" and up.attempts == 0, up.message
+    assert up.message.startswith("publishing delayed: the file storage is full")
+    assert up.validation_delayed  # the sweep sends it again
+    assert not Upload.objects.filter(pk=up.pk, adapter_version__isnull=False).exists()
+    settings.STORAGES = roomy
+    up = services.validate_upload(up.pk)
+    assert up.status == "published" and up.attempts == 1, up.message
