@@ -291,6 +291,15 @@ def _validate_claimed(upload: Upload) -> Upload:
         except (PublishError, hubrepo.HubRepositoryError) as exc:
             report.append(checks.report_entry("publish", False, str(exc), started))
             return claims.finish(upload, Upload.Status.REJECTED, report, f"publish: {exc}")
+        except storage.StorageWriteError as exc:
+            # Nothing was published (the transaction rolled back before the card's commit); the
+            # upload is fine, the hub is not: validated again once the storage takes writes.
+            log.error("upload %s: publishing delayed: %s", upload.pk, exc)
+            return claims.release(
+                upload,
+                f"publishing delayed: {exc}; the upload passed its checks and is tried again "
+                f"every {settings.HUB_UPLOAD_SWEEP_SECONDS} s",
+            )
 
 
 def publish_validated(upload: Upload, v: checks.Validation):
