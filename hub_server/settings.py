@@ -382,6 +382,9 @@ HUB_UPLOAD_QUOTA_WINDOW_HOURS = env_int("HUB_UPLOAD_QUOTA_WINDOW_HOURS", 24)
 # Archives of rejected uploads are deleted this many days after the rejection (0: kept forever);
 # the upload's row and report stay.
 HUB_REJECTED_RETENTION_DAYS = env_int("HUB_REJECTED_RETENTION_DAYS", 30)
+# How long a Hugging Face Hub commit (/hf/api/models/.../commit/main) waits for its validation
+# before answering that it is still running (the upload goes on; its status URL says when it ends).
+HUB_HF_COMMIT_WAIT = float(os.environ.get("HUB_HF_COMMIT_WAIT") or 300)
 # Where published cards are committed: a local git work tree (default: the demo repository).
 HUB_PUBLISH_REPO = os.environ.get("HUB_PUBLISH_REPO", "")
 # Empty: one branch per upload (upload/<id>); a name: commit there (the demo commits to main).
