@@ -101,7 +101,9 @@ def create_repo(request: HttpRequest) -> HttpResponse:
     if not NAME_RE.match(name):
         return _error(400, f"repo name {name!r}: use letters, digits, '-', '_' or '.'")
     repo_id = f"{organisation.name}/{name}"
-    url = absolute(request, f"/hf/{repo_id}")
+    # `/models/` in the path: huggingface_hub 0.x parses the URL back into a repo id and takes the
+    # segment before the namespace as the repo type (an endpoint with a path, /hf, confuses it).
+    url = absolute(request, f"/hf/models/{repo_id}")
     if _hosted(organisation.name, name):
         return JsonResponse(
             {"error": "You already created this model repo", "url": url}, status=409
@@ -215,7 +217,7 @@ def commit(request: HttpRequest, org: str, name: str, rev: str) -> HttpResponse:
         {
             "success": True,
             "commitOid": revision.sha,
-            "commitUrl": absolute(request, f"/hf/{org}/{name}/commit/{revision.sha}"),
+            "commitUrl": absolute(request, f"/hf/models/{org}/{name}/commit/{revision.sha}"),
             "commitMessage": parsed.summary,
             "pullRequestUrl": None,
             "version": version.version,

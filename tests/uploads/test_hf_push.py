@@ -97,7 +97,7 @@ def test_push_adapter_to_hub_publishes_versions_that_load_back(hub, worker_facto
     url = first.push_adapter_to_hub(
         "lab/tiny-sentiment", "a", token=secret, adapter_card_kwargs=TAGS
     )
-    assert url.endswith("/hf/lab/tiny-sentiment")
+    assert url.endswith("/hf/models/lab/tiny-sentiment")
     upload = Upload.objects.get()
     assert upload.status == "published", (upload.report, worker.output())
     assert "validate_upload_task" in worker.output()
@@ -197,7 +197,7 @@ def test_refusals_that_need_no_validation(hub, tmp_path, settings):
     with pytest.raises(HfHubHTTPError) as exc:
         HfApi(endpoint=api.endpoint, token=read_only).create_repo("lab/x")
     assert "read-only" in str(exc.value)
-    assert api.create_repo("lab/new-repo").endswith("/hf/lab/new-repo")
+    assert api.create_repo("lab/new-repo").endswith("/hf/models/lab/new-repo")
     assert Upload.objects.count() == 0 and not Adapter.objects.filter(org="lab").exists()
 
 
