@@ -42,10 +42,13 @@ def main() -> int:
     model.config._name_or_path = "tiny-bert"
     model.add_adapter("a", config="seq_bn")
     model.add_classification_head("a", num_labels=2)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "adapters" in name or "heads" in name:
-                param.add_(torch.randn_like(param) * 0.1)
+    # Random, non-zero adapter and head weights: the loaded copy must reproduce them exactly.
+    noisy = {
+        key: value + 0.1 * torch.randn_like(value)
+        for key, value in model.state_dict().items()
+        if ".adapters." in key or key.startswith("heads.")
+    }
+    model.load_state_dict(noisy, strict=False)
     model.eval()
     model.set_active_adapters("a")
     ids = torch.tensor([[2, 45, 99, 300, 7, 12]])

@@ -30,6 +30,8 @@ from hub_server.uploads.services import UploadRefused, create_upload, resolve_or
 README = "README.md"
 # Written by git clients and by the Hub itself, never part of an adapter folder.
 IGNORED = {".gitattributes", ".gitignore"}
+# The clients' default commit messages: not worth a version description.
+DEFAULT_SUMMARIES = {"Upload folder using huggingface_hub", "Upload model", "add model"}
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 HOW_TO_GIVE_TASK = (
     "give it in README.md's YAML front matter as the tags `task:<task>` and `subtask:<subtask>` "
@@ -275,7 +277,7 @@ def commit_upload(*, user, token, org: str, name: str, commit: Commit) -> Upload
     if card.description:
         extra["description"] = card.description
     summary = commit.summary.strip()
-    if summary and summary not in {"Upload folder using huggingface_hub", "add model"}:
+    if summary and summary not in DEFAULT_SUMMARIES:
         extra["version_description"] = summary[:1000]
     return create_upload(
         user=user,

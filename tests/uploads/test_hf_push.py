@@ -8,7 +8,6 @@ from __future__ import annotations
 import pickle
 import shutil
 
-import huggingface_hub
 import pytest
 import redis
 import torch
@@ -20,6 +19,7 @@ from hub_server.accounts import services as accounts
 from hub_server.catalog.demo import load_demo_catalogue
 from hub_server.catalog.models import Adapter
 from hub_server.uploads.models import Upload
+from tests.hosting import test_hf
 
 from . import test_worker_e2e
 from .conftest import TINY_BERT, save_tiny_adapter
@@ -27,17 +27,11 @@ from .conftest import TINY_BERT, save_tiny_adapter
 # The real worker's fixtures (and the live server's DB sessions ended at the end).
 worker_factory = test_worker_e2e.worker_factory
 close_other_sessions = test_worker_e2e.close_other_sessions
+# Telemetry off, online, the client's keep-alive sessions closed after each test (autouse).
+hf_client = test_hf.hf_client
 
 TAGS = {"tags": ["task:sentiment", "subtask:demo-reviews"]}
 IDS = torch.tensor([[2, 45, 99, 300, 7, 12]])
-
-
-@pytest.fixture(autouse=True)
-def hf_client(monkeypatch):
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    yield
-    huggingface_hub.utils.close_session()  # its keep-alive connections hold server threads
 
 
 @pytest.fixture
