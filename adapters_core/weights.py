@@ -32,7 +32,8 @@ def adapter_filter(name: str) -> KeyFilter:
     markers = tuple(m.format(name=name) for m in ADAPTER_KEY_MARKERS)
 
     def keep(key: str) -> bool:
-        return any(m in key for m in markers)
+        dotted = "." + key  # a bare base model's own modules: shared_parameters.<name>...
+        return any(m in dotted for m in markers)
 
     return keep
 

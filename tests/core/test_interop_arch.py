@@ -35,9 +35,7 @@ ARCHS = [
 ]
 NOT_YET = {
     **dict.fromkeys(["lora", "ia3", "dora", "vera", "lora_merged"], "l2-lora"),
-    **dict.fromkeys(
-        ["compacter", "prefix_tuning", "prompt_tuning", "loreft", "mam", "unipelt"], "issue 14"
-    ),
+    **dict.fromkeys(["prefix_tuning", "prompt_tuning", "loreft", "mam", "unipelt"], "issue 14"),
 }
 
 
