@@ -343,15 +343,23 @@ class BottleneckMethod(AdapterMethod):
     def delete_adapter(self, model: ModelHandle, name: str) -> None:
         for found in _modules_named(model, name, "adapters").values():
             del found.owner[name]
+        if self._shared_of(model, name) is not None:
+            del model.base_model.shared_parameters[name]
+
+    def _shared_of(self, model: ModelHandle, name: str) -> nn.Module | None:
+        """Compacter's shared tensors of adapter ``name`` (other methods, such as VeRA, keep
+        theirs in the same container: only a PHM config's entry is this method's)."""
         shared = getattr(model.base_model, "shared_parameters", None)
-        if isinstance(shared, nn.ModuleDict) and name in shared:
-            del shared[name]
+        config = model.state.adapters.get(name)
+        if not isinstance(shared, nn.ModuleDict) or name not in shared or config is None:
+            return None
+        return shared[name] if any(bn.phm_layer for bn in bn_configs_of(config)) else None
 
     def adapter_modules(self, model: ModelHandle, name: str) -> dict[str, nn.Module]:
         out = {k: v.module for k, v in _modules_named(model, name, "adapters").items()}
-        shared = getattr(model.base_model, "shared_parameters", None)
-        if isinstance(shared, nn.ModuleDict) and name in shared:
-            out["-1.shared"] = shared[name]  # model-wide tensors, as the reference reports them
+        shared = self._shared_of(model, name)
+        if shared is not None:
+            out["-1.shared"] = shared  # model-wide tensors, as the reference reports them
         return out
 
     def add_fusion(self, model: ModelHandle, name: str) -> None:
