@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -30,6 +29,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
+from adapters_core.archive import _WINDOWS_DRIVE, ExtractionLimits, safe_extract_zip
 from adapters_core.configuration.config_string import parse_config_string
 from adapters_core.configuration.hashing import config_hash_candidates
 from adapters_core.errors import (
@@ -307,158 +307,6 @@ def find_in_index(
         + (f" with config {config!r}" if config is not None else "")
         + f" for model {model_name} on {base}"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Safe extraction
-# ---------------------------------------------------------------------------------------------
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
-
-
-@dataclass(frozen=True)
-class ExtractionLimits:
-    """Caps checked on an archive's directory before anything is extracted."""
-
-    max_files: int = 1000
-    max_total_bytes: int = 4 * 1024**3
-    max_ratio: float = 200.0
-    # Members smaller than this may compress better than max_ratio (JSON, zero tensors).
-    ratio_min_bytes: int = 1024 * 1024
-    max_download_bytes: int = 4 * 1024**3
-
-    @classmethod
-    def from_env(cls) -> ExtractionLimits:
-        """Defaults overridden by ADAPTERS_CORE_MAX_ARCHIVE_FILES / _BYTES / _RATIO."""
-        return cls(
-            max_files=_env_int("ADAPTERS_CORE_MAX_ARCHIVE_FILES", cls.max_files),
-            max_total_bytes=_env_int("ADAPTERS_CORE_MAX_ARCHIVE_BYTES", cls.max_total_bytes),
-            max_ratio=float(os.environ.get("ADAPTERS_CORE_MAX_ARCHIVE_RATIO") or cls.max_ratio),
-            max_download_bytes=_env_int("ADAPTERS_CORE_MAX_DOWNLOAD_BYTES", cls.max_download_bytes),
-        )
-
-
-_IGNORED_MEMBERS = ("__MACOSX/",)
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def _member_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
-    name = info.filename
-    if "\x00" in name:
-        raise UnsafeArchiveError(f"archive member {name!r} has a NUL byte in its name")
-    if name.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(name):
-        raise UnsafeArchiveError(f"archive member {name!r} has an absolute path")
-    parts = tuple(part for part in re.split(r"[/\\]", name) if part not in ("", "."))
-    if ".." in parts:
-        raise UnsafeArchiveError(f"archive member {name!r} escapes the target folder ('..')")
-    if not parts:
-        raise UnsafeArchiveError(f"archive member {name!r} has an empty path")
-    return parts
-
-
-def _member_kind(info: zipfile.ZipInfo) -> str:
-    mode = info.external_attr >> 16
-    file_type = stat.S_IFMT(mode)
-    if file_type == stat.S_IFLNK:
-        raise UnsafeArchiveError(f"archive member {info.filename!r} is a symbolic link")
-    if info.is_dir() or file_type == stat.S_IFDIR:
-        return "dir"
-    if file_type not in (0, stat.S_IFREG):
-        raise UnsafeArchiveError(f"archive member {info.filename!r} is not a regular file")
-    return "file"
-
-
-def _plan_extraction(
-    archive: zipfile.ZipFile, limits: ExtractionLimits
-) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
-    """Check every member and return (member, relative path parts) of the files to write."""
-    infos = archive.infolist()
-    if len(infos) > limits.max_files:
-        raise UnsafeArchiveError(
-            f"archive has {len(infos)} members; at most {limits.max_files} are allowed"
-        )
-    files: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-    total = 0
-    total_compressed = 0
-    seen: set[tuple[str, ...]] = set()
-    for info in infos:
-        parts = _member_parts(info)
-        kind = _member_kind(info)
-        if info.filename.startswith(_IGNORED_MEMBERS) or parts[-1] == ".DS_Store":
-            continue
-        if kind == "dir":
-            continue
-        if info.flag_bits & 0x1:
-            raise UnsafeArchiveError(f"archive member {info.filename!r} is encrypted")
-        key = tuple(part.lower() for part in parts)
-        if key in seen:
-            raise UnsafeArchiveError(f"archive has member {info.filename!r} twice")
-        seen.add(key)
-        total += info.file_size
-        total_compressed += info.compress_size
-        if total > limits.max_total_bytes:
-            raise UnsafeArchiveError(
-                f"archive expands to more than {limits.max_total_bytes} bytes; refusing"
-            )
-        if info.file_size >= limits.ratio_min_bytes and (
-            info.file_size > limits.max_ratio * max(info.compress_size, 1)
-        ):
-            raise UnsafeArchiveError(
-                f"archive member {info.filename!r} has compression ratio "
-                f"{info.file_size / max(info.compress_size, 1):.0f}:1 "
-                f"(over {limits.max_ratio:.0f}:1; a zip bomb?)"
-            )
-        files.append((info, parts))
-    if total >= limits.ratio_min_bytes and total > limits.max_ratio * max(total_compressed, 1):
-        raise UnsafeArchiveError(
-            f"archive has compression ratio {total / max(total_compressed, 1):.0f}:1 "
-            f"(over {limits.max_ratio:.0f}:1; a zip bomb?)"
-        )
-    if not files:
-        raise UnsafeArchiveError("archive contains no files")
-    # Members may sit inside one top-level folder: strip it so the adapter files are at the top.
-    tops = {parts[0] for _, parts in files}
-    if len(tops) == 1 and all(len(parts) > 1 for _, parts in files):
-        files = [(info, parts[1:]) for info, parts in files]
-    return files
-
-
-def safe_extract_zip(
-    archive_path: str | os.PathLike,
-    target_dir: str | os.PathLike,
-    limits: ExtractionLimits | None = None,
-) -> Path:
-    """Extract a zip archive into ``target_dir`` (which must not exist yet) after checking it.
-
-    Refuses absolute paths, ``..``, links, non-regular files, encrypted or duplicate members,
-    too many members, too many bytes and suspicious compression ratios. Members inside one
-    top-level folder are extracted without it. Nothing is written if a check fails.
-    """
-    limits = limits or ExtractionLimits.from_env()
-    target = Path(target_dir)
-    try:
-        archive = zipfile.ZipFile(archive_path)
-    except zipfile.BadZipFile as exc:
-        raise UnsafeArchiveError(f"{archive_path} is not a zip archive: {exc}") from None
-    with archive:
-        plan = _plan_extraction(archive, limits)
-        target.mkdir(parents=True, exist_ok=False)
-        written = 0
-        for info, parts in plan:
-            destination = target.joinpath(*parts)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            fd = os.open(destination, flags, 0o644)
-            with os.fdopen(fd, "wb") as out, archive.open(info) as source:
-                while chunk := source.read(_CHUNK):
-                    written += len(chunk)
-                    if written > limits.max_total_bytes:
-                        raise UnsafeArchiveError("archive expands beyond its declared size")
-                    out.write(chunk)
-    return target
 
 
 # ---------------------------------------------------------------------------------------------

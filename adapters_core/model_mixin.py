@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import kernels
+from . import hub_push, kernels
 from .composition import (
     AdapterCompositionBlock,
     Fuse,
@@ -126,6 +126,8 @@ class ModelAdaptersMixin(AdapterPersistenceMixin):
 
     adapters_config: ModelAdaptersConfig
     adapters_spec: ArchitectureSpec
+    # Upload to a Hugging-Face-compatible hub, as the reference library's method (hub_push.py).
+    push_adapter_to_hub = hub_push.push_adapter_to_hub
 
     # --- setup ---------------------------------------------------------------------------
 

@@ -30,11 +30,10 @@ KeyFilter = Callable[[str], bool]
 
 def adapter_filter(name: str) -> KeyFilter:
     markers = tuple(m.format(name=name) for m in ADAPTER_KEY_MARKERS)
-    # a module of the base model itself (VeRA's shared_parameters on a bare model) has no dot
-    starts = tuple(m[1:] for m in markers if m.startswith("."))
 
     def keep(key: str) -> bool:
-        return any(m in key for m in markers) or key.startswith(starts)
+        dotted = "." + key  # a bare base model's own modules: shared_parameters.<name>...
+        return any(m in dotted for m in markers)
 
     return keep
 

@@ -181,6 +181,7 @@ def upload_state(item: Upload) -> dict:
         "id": item.pk,
         "status": item.status,
         "final": item.status in Upload.FINAL,
+        "delayed": item.validation_delayed,
         "message": item.message,
         "report": report + pending,
         "adapter_url": "",

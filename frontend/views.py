@@ -17,14 +17,18 @@ from frontend.sizes import size_comparison
 from hub_server.api.exceptions import Gone
 from hub_server.catalog.cache import cached_view, origin
 
+# The query parameters of a listing page: its filters, the sort and the page number.
+LISTING_PARAMS = (*selectors.FILTER_KEYS, "sort", "page")
 
-def page_cache(prefix: str):
+
+def page_cache(prefix: str, params=()):
     """Serve anonymous GETs from the catalogue cache; signed-in users get a fresh page (their
-    header and CSRF token are theirs alone). Browsers revalidate with the ETag every time."""
+    header and CSRF token are theirs alone). Browsers revalidate with the ETag every time.
+    `params`: the query parameters the page reads (the cache keys hold only these)."""
 
     def decorator(view):
         # Pages hold absolute URLs (the load snippets): the cache varies by origin.
-        cached = cached_view(f"page:{prefix}", vary=origin)(view)
+        cached = cached_view(f"page:{prefix}", vary=origin, params=params)(view)
 
         @functools.wraps(view)
         def wrapper(request, *args, **kwargs):
@@ -62,7 +66,7 @@ def home(request):
     )
 
 
-@page_cache("explore")
+@page_cache("explore", params=("q",))
 def explore(request):
     query = request.GET.get("q", "").strip()
     return _render(
@@ -72,7 +76,7 @@ def explore(request):
     )
 
 
-@page_cache("subtask")
+@page_cache("subtask", params=LISTING_PARAMS)
 def subtask(request, task: str, subtask: str):
     found = selectors.find_subtask(task, subtask)
     if found is None:
@@ -89,7 +93,7 @@ def subtask(request, task: str, subtask: str):
     )
 
 
-@page_cache("adapters")
+@page_cache("adapters", params=LISTING_PARAMS)
 def adapter_list(request):
     listing = selectors.adapter_listing(request.GET)
     return _render(
@@ -99,7 +103,7 @@ def adapter_list(request):
     )
 
 
-@page_cache("search")
+@page_cache("search", params=LISTING_PARAMS)
 def search(request):
     query = request.GET.get("q", "").strip()
     context = {"query": query, "sorts": selectors.SORTS}

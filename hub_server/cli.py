@@ -33,8 +33,13 @@ CHUNK = 1024 * 1024
 FINAL = {"published", "rejected"}
 
 
+# Exit codes: 0 done; 1 the hub answered with an error; 2 usage (argparse's too); 3 the hub could not
+# be reached, timed out or answered something unexpected; 4 the upload was rejected by validation.
+EXIT_ERROR, EXIT_USAGE, EXIT_NETWORK, EXIT_REJECTED = 1, 2, 3, 4
+
+
 class CliError(Exception):
-    pass
+    exit_code = EXIT_ERROR
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -218,13 +223,17 @@ def cmd_push(args) -> int:
         return 0
     upload = wait_for(http, upload, args.timeout)
     print_report(upload)
-    return 0 if upload["status"] == "published" else 1
+    return 0 if upload["status"] == "published" else EXIT_REJECTED
 
 
 def wait_for(http: requests.Session, upload: dict, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     delay = 0.25
+    started, shown = time.monotonic(), None
     while upload["status"] not in FINAL:
+        if upload["status"] != shown:
+            shown = upload["status"]
+            print(f"validation: {shown} ({time.monotonic() - started:.0f}s)", file=sys.stderr)
         if time.monotonic() > deadline:
             raise CliError(f"upload {upload['id']} is still {upload['status']} after {timeout}s")
         time.sleep(delay)
@@ -325,10 +334,31 @@ def cmd_download(args) -> int:
 
 # -- entry point ---------------------------------------------------------------------------------
 
+EPILOG = f"""environment variables:
+  ADAPTERHUB_URL     the hub's base URL (default {DEFAULT_URL})
+  ADAPTERHUB_TOKEN   an API token; else the one `login` stored in
+                     $XDG_CONFIG_HOME/adapterhub/token (default ~/.config)
+  XDG_CONFIG_HOME    where `login` stores the token
+
+example:
+  export ADAPTERHUB_URL=https://hub.example.org
+  adapterhub login --username alice
+  adapterhub push ./my-adapter --task sentiment --subtask sst-2 --wait
+  adapterhub download alice/my-adapter -o ./downloaded
+
+exit codes: 0 done, 1 the hub answered with an error, 2 usage, 3 network (unreachable, timeout,
+unexpected answer), 4 the upload was rejected by validation.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adapterhub", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="adapterhub",
+        description=__doc__.split("\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     login = sub.add_parser("login", help="store an API token")
     login.add_argument("--token", help="the token (prompted for when missing)")
@@ -336,30 +366,30 @@ def build_parser() -> argparse.ArgumentParser:
     login.set_defaults(func=cmd_login)
 
     push = sub.add_parser("push", help="upload an adapter folder written by save_adapter")
-    push.add_argument("dir")
-    push.add_argument("--task", required=True)
-    push.add_argument("--subtask", required=True)
-    push.add_argument("--type", default="text_task")
+    push.add_argument("dir", help="the folder save_adapter wrote (adapter_config.json and weights)")
+    push.add_argument("--task", required=True, help="catalogue task, e.g. sentiment")
+    push.add_argument("--subtask", required=True, help="catalogue subtask, e.g. sst-2")
+    push.add_argument("--type", default="text_task", help="adapter type (default: text_task)")
     push.add_argument("--org", help="default: your personal organisation")
     push.add_argument("--name", help="default: <model>_<task>_<subtask>_<architecture>")
     push.add_argument("--version", help="default: the next number")
-    push.add_argument("--description")
+    push.add_argument("--description", help="what the adapter does, shown on its page")
     push.add_argument("--wait", action="store_true", help="wait for the validation's result")
     push.add_argument("--timeout", type=float, default=900, help="seconds --wait waits")
     push.set_defaults(func=cmd_push)
 
     search = sub.add_parser("search", help="search the hub's adapters")
-    search.add_argument("query", nargs="?")
-    search.add_argument("--task")
-    search.add_argument("--subtask")
-    search.add_argument("--model")
-    search.add_argument("--limit", type=int, default=20)
-    search.add_argument("--json", action="store_true")
+    search.add_argument("query", nargs="?", help="words to look for (all adapters when left out)")
+    search.add_argument("--task", help="only this task")
+    search.add_argument("--subtask", help="only this subtask")
+    search.add_argument("--model", help="only adapters for this base model")
+    search.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of lines")
     search.set_defaults(func=cmd_search)
 
     download = sub.add_parser("download", help="download and unpack an adapter version")
     download.add_argument("adapter", help="ORG/NAME")
-    download.add_argument("--version")
+    download.add_argument("--version", help="a version (default: the default one)")
     download.add_argument("-o", "--output", help="target folder (must not exist)")
     download.set_defaults(func=cmd_download)
     return parser
@@ -371,10 +401,21 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except requests.ConnectionError as exc:
-        print(f"error: cannot reach {base_url()}: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except requests.Timeout:
+        print(f"error: {base_url()} did not answer in time", file=sys.stderr)
+        return EXIT_NETWORK
+    except requests.ConnectionError:
+        print(f"error: cannot reach {base_url()} (is ADAPTERHUB_URL right?)", file=sys.stderr)
+        return EXIT_NETWORK
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        # A proxy's HTML page or another server's answer: not what this hub sends.
+        kind = type(exc).__name__
+        print(f"error: unexpected answer from {base_url()} ({kind}: {exc})", file=sys.stderr)
+        return EXIT_NETWORK
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
+from hub_server.catalog.cache import shared as shared_cache
+
 
 def healthz(request):
     # The framework's floor for benchmarks: no database, no template.
@@ -29,6 +31,9 @@ def readyz(request):
             checks["broker"] = f"error: {exc}"
     else:
         checks["broker"] = "eager (no broker configured)"
+    # Informational: without its cache the hub still serves every read from the database, slower,
+    # so "degraded" does not make the process unready.
+    checks["cache"] = shared_cache.health()
     try:
         settings.HUB_DATA_DIR.mkdir(parents=True, exist_ok=True)
         checks["storage"] = "ok" if settings.HUB_DATA_DIR.is_dir() else "missing"

@@ -29,6 +29,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if not value:
@@ -77,6 +82,11 @@ VAR_DIR = Path(os.environ.get("HUB_VAR_DIR", BASE_DIR / "var"))
 HUB_DATA_DIR = Path(os.environ.get("HUB_DATA_DIR", VAR_DIR / "hub-data"))
 HUB_REPO_URL = os.environ.get("HUB_REPO_URL", "https://github.com/adapter-hub/Hub.git")
 HUB_REPO_BRANCH = os.environ.get("HUB_REPO_BRANCH", "master")
+# A sync's clone or fetch is killed past this many seconds (docs/catalog-sync.md).
+HUB_SYNC_FETCH_TIMEOUT_SECONDS = env_int("HUB_SYNC_FETCH_TIMEOUT_SECONDS", 120)
+# A running sync whose process cannot be checked (another host, no PostgreSQL) counts as dead
+# after this many seconds.
+HUB_SYNC_STALE_SECONDS = env_int("HUB_SYNC_STALE_SECONDS", 7200)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -150,6 +160,12 @@ if REDIS_URL:
             "BACKEND": "hub_server.cache_backends.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "hub"),
+            # An unreachable or hung Redis costs a read this long at most, then the database
+            # answers (hub_server/catalog/cache.py); throttles fail open.
+            "OPTIONS": {
+                "socket_connect_timeout": env_float("HUB_CACHE_SOCKET_TIMEOUT", 0.5),
+                "socket_timeout": env_float("HUB_CACHE_SOCKET_TIMEOUT", 0.5),
+            },
         }
     }
 else:
@@ -161,8 +177,20 @@ else:
     }
 # PREPARE hot catalogue reads once per PostgreSQL session (0 behind a transaction-mode pooler).
 HUB_DB_SERVER_PREPARE = env_int("HUB_DB_SERVER_PREPARE", 1) != 0
-# With Redis: the rendered responses each web process keeps in memory (0 turns it off).
+# The rendered responses each web process keeps in memory, in MB of body + headers + key (0 turns
+# it off). Without Redis it is the only response store.
 HUB_RESPONSE_MEMO_MB = env_int("HUB_RESPONSE_MEMO_MB", 64)
+# Staleness bounds of every cached read (docs/architecture.md): a catalogue change made by any
+# process is served within HUB_CATALOG_RECHECK_SECONDS (each process re-reads the generation from
+# the database at most that often); a cached response, and the list index, is at most
+# HUB_RESPONSE_MAX_AGE seconds old whatever the catalogue does (download counts).
+HUB_CATALOG_RECHECK_SECONDS = env_float("HUB_CATALOG_RECHECK_SECONDS", 2.0)
+HUB_RESPONSE_MAX_AGE = env_float("HUB_RESPONSE_MAX_AGE", 300.0)
+# The list index's own age bound (its download counts and -downloads ranks); a rebuild of 100,000
+# cards costs ~4.5 s of a core, so a large hub may want it longer than responses'.
+HUB_SEARCH_INDEX_MAX_AGE = env_float("HUB_SEARCH_INDEX_MAX_AGE", HUB_RESPONSE_MAX_AGE)
+# After a failed call, the shared cache (Redis) is left out of reads for this many seconds.
+HUB_CACHE_RETRY_SECONDS = env_float("HUB_CACHE_RETRY_SECONDS", 5.0)
 # Searches (`?q=`) answered from an index in each web process's memory (hub_server/api/
 # search_index.py), rebuilt when the catalogue changes: in the request up to this many adapters,
 # in a background thread above it (the SQL search answers meanwhile).
@@ -171,6 +199,8 @@ HUB_SEARCH_INDEX_INLINE_MAX = env_int("HUB_SEARCH_INDEX_INLINE_MAX", 20_000)
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# The queue tasks are sent to (and workers consume by default).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or "celery"
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or None
 CELERY_TASK_ACKS_LATE = True
@@ -184,16 +214,24 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int(
         "HUB_BROKER_VISIBILITY_TIMEOUT", env_int("HUB_VALIDATION_TIME_LIMIT", 600) + 300
-    )
+    ),
+    # A broker that does not answer makes a send fail in seconds, not hang the request.
+    "socket_connect_timeout": 3,
 }
 CELERY_BEAT_SCHEDULE = {
     "sync-hub": {
         "task": "hub_server.catalog.tasks.sync_hub_task",
         "schedule": float(env_int("HUB_SYNC_INTERVAL_SECONDS", 3600)),
     },
+    # Uploads whose task never reached the broker (it was down), whose claim expired (the worker
+    # died) or whose message was lost: queued again (docs/uploads.md, "Never stuck").
     "requeue-stuck-uploads": {
         "task": "hub_server.uploads.tasks.requeue_stuck_uploads_task",
-        "schedule": 300.0,
+        "schedule": float(env_int("HUB_UPLOAD_SWEEP_SECONDS", 30)),
+    },
+    "purge-rejected-uploads": {
+        "task": "hub_server.uploads.tasks.purge_rejected_uploads_task",
+        "schedule": 3600.0,
     },
 }
 # Mirroring of linked adapter files; scheduled once its module exists, so beat never sends a task
@@ -297,9 +335,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # DRF's throttles, failing open when their cache (Redis) is unreachable.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "hub_server.api.throttling.AnonRateThrottle",
+        "hub_server.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("API_THROTTLE_ANON", "600/min"),
@@ -325,6 +364,27 @@ HUB_UPLOAD_MAX_FILES = env_int("HUB_UPLOAD_MAX_FILES", 16)
 HUB_UPLOAD_MAX_UNCOMPRESSED_BYTES = env_int("HUB_UPLOAD_MAX_UNCOMPRESSED_BYTES", 2 * 1024**3)
 HUB_UPLOAD_MAX_RATIO = float(os.environ.get("HUB_UPLOAD_MAX_RATIO") or 100)
 HUB_VALIDATION_TIME_LIMIT = env_int("HUB_VALIDATION_TIME_LIMIT", 600)
+# Each JSON file of an upload (adapter_config.json, head_config.json, ...) is at most this long.
+HUB_UPLOAD_MAX_JSON_BYTES = env_int("HUB_UPLOAD_MAX_JSON_BYTES", 1024**2)
+# YAML written by users (upload cards, every file of the Hub repository): bytes per blob, and per
+# string in it (catalog/safe_yaml.py; aliases and anchors are always refused).
+HUB_YAML_MAX_BYTES = env_int("HUB_YAML_MAX_BYTES", 256 * 1024)
+HUB_CARD_FIELD_MAX_BYTES = env_int("HUB_CARD_FIELD_MAX_BYTES", 16 * 1024)
+# A worker validating an upload holds a claim on it for this many seconds, renewed every third of
+# it while the validation runs; a claim that expired (its worker died) may be taken again.
+HUB_VALIDATION_LEASE_SECONDS = env_int("HUB_VALIDATION_LEASE_SECONDS", 60)
+# How often beat sweeps for uploads to queue again (broker was down, claim expired, message lost).
+HUB_UPLOAD_SWEEP_SECONDS = env_int("HUB_UPLOAD_SWEEP_SECONDS", 30)
+# Per-user upload quotas over a sliding window (0 turns one off; staff are exempt): 429 past them.
+HUB_UPLOAD_QUOTA_COUNT = env_int("HUB_UPLOAD_QUOTA_COUNT", 100)
+HUB_UPLOAD_QUOTA_BYTES = env_int("HUB_UPLOAD_QUOTA_BYTES", 10 * 1024**3)
+HUB_UPLOAD_QUOTA_WINDOW_HOURS = env_int("HUB_UPLOAD_QUOTA_WINDOW_HOURS", 24)
+# Archives of rejected uploads are deleted this many days after the rejection (0: kept forever);
+# the upload's row and report stay.
+HUB_REJECTED_RETENTION_DAYS = env_int("HUB_REJECTED_RETENTION_DAYS", 30)
+# How long a Hugging Face Hub commit (/hf/api/models/.../commit/main) waits for its validation
+# before answering that it is still running (the upload goes on; its status URL says when it ends).
+HUB_HF_COMMIT_WAIT = float(os.environ.get("HUB_HF_COMMIT_WAIT") or 300)
 # Where published cards are committed: a local git work tree (default: the demo repository).
 HUB_PUBLISH_REPO = os.environ.get("HUB_PUBLISH_REPO", "")
 # Empty: one branch per upload (upload/<id>); a name: commit there (the demo commits to main).

@@ -8,12 +8,14 @@ computed while streaming, and reads are streamed in chunks, so no blob is ever h
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +34,31 @@ class StorageIntegrityError(Exception):
 
 class TooLargeError(Exception):
     """A stream went past the size cap it was read under."""
+
+
+class StorageWriteError(Exception):
+    """The storage (or the local temp dir) cannot take the bytes: full, read-only, no permission.
+
+    Nothing was stored: a local blob is written under a temporary name and renamed into place
+    only once complete, and the temporary file is removed on failure.
+    """
+
+    def __init__(self, message: str, full: bool):
+        super().__init__(message)
+        self.full = full
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StorageWriteError:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        if full:
+            what = "the file storage is full"
+        elif exc.errno == errno.EROFS:
+            what = "the file storage is read-only"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            what = "the file storage refuses writes (permission denied)"
+        else:
+            what = "the file storage failed to write"
+        return cls(f"{what}: {exc.strerror or exc}", full)
 
 
 @dataclass(frozen=True)
@@ -119,29 +146,44 @@ def store_path(path: str | os.PathLike, expected_sha256: str | None = None) -> S
             f"{path}: sha256 is {digests.sha256}, expected {expected_sha256}"
         )
     key = content_key(digests.sha256)
-    _put(key, Path(path), digests)
+    try:
+        _put(key, Path(path), digests)
+    except OSError as exc:
+        raise StorageWriteError.from_os_error(exc) from exc
     return StoredBlob(key, digests)
+
+
+@contextmanager
+def spooled(stream: BinaryIO | Iterator[bytes], max_size: int | None = None) -> Iterator[Path]:
+    """The stream in a local temp file (removed after the block), read under `max_size`."""
+    try:
+        with temporary_file() as tmp:
+            copy_stream(stream, tmp, max_size)
+            tmp.flush()
+            yield Path(tmp.name)
+    except OSError as exc:
+        raise StorageWriteError.from_os_error(exc) from exc
 
 
 def store_stream(stream: BinaryIO | Iterator[bytes], max_size: int | None = None) -> StoredBlob:
     """Store a stream: spooled to a local temp file (hashed on the way), then stored by content."""
-    with temporary_file() as tmp:
-        copy_stream(stream, tmp, max_size)
-        tmp.flush()
-        return store_path(tmp.name)
+    with spooled(stream, max_size) as path:
+        return store_path(path)
 
 
 def store_bytes(data: bytes) -> StoredBlob:
-    with temporary_file() as tmp:
-        tmp.write(data)
-        tmp.flush()
-        return store_path(tmp.name)
+    return store_stream(iter([data]))
 
 
 def _put(key: str, source: Path, digests: Digests) -> None:
     storage = adapter_storage()
     if storage.exists(key):
         verify_blob(key, digests.sha256)
+        return
+    target = local_path(key)
+    if target is not None:
+        if not _put_local(source, target):
+            verify_blob(key, digests.sha256)
         return
     with source.open("rb") as fh:
         saved = storage.save(key, File(fh, name=key))
@@ -150,6 +192,40 @@ def _put(key: str, source: Path, digests: Digests) -> None:
         # copy under another name. Keep theirs, if it is right, and drop ours.
         storage.delete(saved)
         verify_blob(key, digests.sha256)
+
+
+def _put_local(source: Path, target: Path) -> bool:
+    """Copy `source` to `target` whole or not at all: written under a temporary name beside it,
+    synced, then linked into place (never over an existing file). False when another writer put
+    the key there first. A failure (disk full, read-only) leaves no file behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, CHUNK_SIZE)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(partial, getattr(settings, "FILE_UPLOAD_PERMISSIONS", None) or 0o644)
+        try:
+            os.link(partial, target)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            # A filesystem without hard links: a rename is atomic too (it would replace a file
+            # that appeared meanwhile, which holds the same bytes by its name).
+            os.replace(partial, target)
+        return True
+    finally:
+        try:
+            os.unlink(partial)
+        except FileNotFoundError:
+            pass
+
+
+def delete_blob(key: str) -> None:
+    adapter_storage().delete(key)
 
 
 def verify_blob(key: str, sha256: str) -> None:

@@ -56,3 +56,32 @@ def hub_data_dir(tmp_path, settings) -> Path:
     """Every test gets its own HUB_DATA_DIR (working clones, files, cache)."""
     settings.HUB_DATA_DIR = tmp_path / "hub-data"
     return settings.HUB_DATA_DIR
+
+
+def clear_read_caches(read_generation: bool = False) -> None:
+    """Every per-process store of the read path emptied, and the configured cache cleared: a
+    test's rolled-back writes must leave no page, index or id behind for the next test. (That
+    a change made elsewhere reaches a running server without such a reset is what
+    tests/api/test_live_reads.py checks.) With `read_generation`, the generation is read again
+    here, so a test counting a cold render's queries counts the render's own."""
+    from django.core.cache import cache
+
+    from hub_server.api import search_index
+    from hub_server.api.filters import forget_reference_ids
+    from hub_server.catalog.cache import clock, forget_responses
+
+    cache.clear()
+    forget_responses()
+    clock.expire()
+    forget_reference_ids()
+    search_index.forget()
+    if read_generation:
+        clock.current()
+
+
+@pytest.fixture(autouse=True)
+def steady_generation(settings):
+    """In-process tests count queries: the catalogue generation is re-read from the database at
+    the first request after `clear_read_caches`, not every few seconds in between. (The bound
+    itself is tested with its real value in tests/api/test_live_reads.py and test_read_bounds.py.)"""
+    settings.HUB_CATALOG_RECHECK_SECONDS = 3600

@@ -22,8 +22,6 @@ ConfigLike = Union["AdapterConfig", Mapping[str, Any], str, PathLike, None]
 # Methods of adapters 1.3.0 that this library does not implement yet (a later issue adds them).
 FUTURE_ARCHITECTURES = ("prefix_tuning", "prompt_tuning", "reft", "mtl_lora")
 FUTURE_IDENTIFIERS = (
-    "compacter",
-    "compacter++",
     "prefix_tuning",
     "prefix_tuning_flat",
     "prompt_tuning",

@@ -22,6 +22,7 @@ from ..kernels import Dropout
 from .base import Activation, AdapterMethod, ModelHandle, iter_layers, place_like, resolve
 from .bottleneck_sites import BottleneckSite, attach_location
 from .fusion import AdapterFusionLayer
+from .phm import PHMLayer, check_phm_config, shared_phm_parameters
 
 
 def _init_bert(module: nn.Module) -> None:
@@ -55,7 +56,14 @@ class BottleneckAdapter(nn.Module):
 
     is_parallel: ClassVar[bool] = False
 
-    def __init__(self, name: str, input_size: int, down_size: int, config: BnConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        input_size: int,
+        down_size: int,
+        config: BnConfig,
+        shared: nn.ParameterDict | None = None,
+    ) -> None:
         super().__init__()
         self.name = name
         self.input_size = input_size
@@ -67,17 +75,20 @@ class BottleneckAdapter(nn.Module):
         self.residual_before_ln = config.residual_before_ln
         self.original_ln_before = config.original_ln_before
         self.original_ln_after = config.original_ln_after
-        if config.phm_layer:
-            raise AdapterConfigError("Compacter (phm_layer=True) is not implemented yet.")
 
         seq: list[nn.Module] = []
         if self.add_layer_norm_before:
             self.adapter_norm_before = nn.LayerNorm(input_size)
             seq.append(self.adapter_norm_before)
-        seq.append(nn.Linear(input_size, self.down_size))
+        self.adapter_up: nn.Module
+        if config.phm_layer:  # Compacter
+            seq.append(PHMLayer(input_size, self.down_size, "down", config, shared))
+            self.adapter_up = PHMLayer(self.down_size, input_size, "up", config, shared)
+        else:
+            seq.append(nn.Linear(input_size, self.down_size))
+            self.adapter_up = nn.Linear(self.down_size, input_size)
         seq.append(Activation(config.non_linearity.lower()))
         self.adapter_down = nn.Sequential(*seq)
-        self.adapter_up = nn.Linear(self.down_size, input_size)
 
         if isinstance(config.scaling, int | float) and not isinstance(config.scaling, bool):
             self.scaling: Any = float(config.scaling)
@@ -103,8 +114,10 @@ class BottleneckAdapter(nn.Module):
             generator = torch.Generator().manual_seed(int(config.init_weights_seed))
         with torch.no_grad():
             linears = [m for m in self.adapter_down if isinstance(m, nn.Linear)]
+            # PHM layers (Compacter) initialise themselves; init_weights acts on nn.Linear
+            ups = [self.adapter_up] if isinstance(self.adapter_up, nn.Linear) else []
             if config.init_weights == "bert":
-                for m in [*linears, self.adapter_up]:
+                for m in [*linears, *ups]:
                     m.weight.normal_(0.0, 0.02, generator=generator)
                     m.bias.zero_()
                 if self.add_layer_norm_before:
@@ -114,10 +127,11 @@ class BottleneckAdapter(nn.Module):
                     bound = 1 / math.sqrt(m.weight.shape[1])  # kaiming_uniform_ with a=sqrt(5)
                     m.weight.uniform_(-bound, bound, generator=generator)
                     m.bias.zero_()
-                self.adapter_up.weight.zero_()
-                self.adapter_up.bias.zero_()
+                for m in ups:
+                    m.weight.zero_()
+                    m.bias.zero_()
             elif config.init_weights == "houlsby":
-                for m in [*linears, self.adapter_up]:
+                for m in [*linears, *ups]:
                     nn.init.trunc_normal_(m.weight, 0.0, 1e-2, -2e-2, 2e-2, generator=generator)
                     m.bias.zero_()
             if self.use_gating:
@@ -253,7 +267,15 @@ def _iter_sites_with_layers(
 class BottleneckMethod(AdapterMethod):
     name = "bottleneck"
     supported_compositions = (Stack, Fuse, Split, Parallel, BatchSplit, Average)
-    config_names = ("seq_bn", "double_seq_bn", "par_bn", "seq_bn_inv", "double_seq_bn_inv")
+    config_names = (
+        "seq_bn",
+        "double_seq_bn",
+        "par_bn",
+        "seq_bn_inv",
+        "double_seq_bn_inv",
+        "compacter",
+        "compacter++",
+    )
 
     def attach(self, model: ModelHandle) -> None:
         for idx, stack, layer in iter_layers(model):
@@ -266,10 +288,14 @@ class BottleneckMethod(AdapterMethod):
     def validate(self, model: ModelHandle, name: str, config: AdapterConfig) -> None:
         for bn in bn_configs_of(config):
             if bn.phm_layer:
-                raise AdapterConfigError(
-                    "Compacter (phm_layer=True) is not implemented in adapters_core yet: "
-                    "method compacter arrives with the issue that adds the other methods."
-                )
+                hidden = model.hidden_size
+                factors = {bn.reduction_factor_for(site.idx) for site in iter_layers(model)}
+                for rf in factors:
+                    check_phm_config(bn, hidden, int(hidden // rf))
+                if bn.shared_W_phm and len(factors) > 1:
+                    raise AdapterConfigError(
+                        "shared_W_phm=True needs one reduction_factor for every layer."
+                    )
             for key in ("mh_adapter", "output_adapter", "cross_adapter"):
                 if not getattr(bn, key, False):
                     continue
@@ -287,21 +313,54 @@ class BottleneckMethod(AdapterMethod):
 
     def add_adapter(self, model: ModelHandle, name: str, config: AdapterConfig) -> None:
         hidden = model.hidden_size
+        shared = self._add_shared(model, name, config)
         for idx, location_key, site, layer in _iter_sites_with_layers(model):
             for bn in bn_configs_of(config):
                 if not getattr(bn, location_key, False) or idx in bn.leave_out:
                     continue
                 rf = bn.reduction_factor_for(idx)
                 cls = ParallelBottleneckAdapter if bn.is_parallel else BottleneckAdapter
-                adapter = cls(name, hidden, int(hidden // rf), bn)
+                adapter = cls(name, hidden, int(hidden // rf), bn, shared)
                 site.adapters[name] = place_like(adapter, layer)
+
+    def _add_shared(
+        self, model: ModelHandle, name: str, config: AdapterConfig
+    ) -> nn.ParameterDict | None:
+        """Compacter's tensors shared by all layers: ``<base>.shared_parameters.<name>``."""
+        phm = [bn for bn in bn_configs_of(config) if bn.phm_layer]
+        if not phm or not (phm[0].shared_phm_rule or phm[0].shared_W_phm):
+            return None
+        base = model.base_model
+        if not isinstance(getattr(base, "shared_parameters", None), nn.ModuleDict):
+            base.shared_parameters = nn.ModuleDict()
+        hidden = model.hidden_size
+        params = shared_phm_parameters(
+            phm[0], hidden, int(hidden // phm[0].reduction_factor_for(0))
+        )
+        base.shared_parameters[name] = place_like(params, base)
+        return params
 
     def delete_adapter(self, model: ModelHandle, name: str) -> None:
         for found in _modules_named(model, name, "adapters").values():
             del found.owner[name]
+        if self._shared_of(model, name) is not None:
+            del model.base_model.shared_parameters[name]
+
+    def _shared_of(self, model: ModelHandle, name: str) -> nn.Module | None:
+        """Compacter's shared tensors of adapter ``name`` (other methods, such as VeRA, keep
+        theirs in the same container: only a PHM config's entry is this method's)."""
+        shared = getattr(model.base_model, "shared_parameters", None)
+        config = model.state.adapters.get(name)
+        if not isinstance(shared, nn.ModuleDict) or name not in shared or config is None:
+            return None
+        return shared[name] if any(bn.phm_layer for bn in bn_configs_of(config)) else None
 
     def adapter_modules(self, model: ModelHandle, name: str) -> dict[str, nn.Module]:
-        return {k: v.module for k, v in _modules_named(model, name, "adapters").items()}
+        out = {k: v.module for k, v in _modules_named(model, name, "adapters").items()}
+        shared = self._shared_of(model, name)
+        if shared is not None:
+            out["-1.shared"] = shared  # model-wide tensors, as the reference reports them
+        return out
 
     def add_fusion(self, model: ModelHandle, name: str) -> None:
         names, fusion_config = model.state.fusions[name]

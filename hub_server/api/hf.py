@@ -36,6 +36,18 @@ LIBRARY_NAME = "adapter-transformers"
 LFS_SUFFIXES = (".bin", ".safetensors")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_PAGE = 1000
+# The query parameters `list_models` reads.
+LIST_PARAMS = (
+    "search",
+    "author",
+    "filter",
+    "sort",
+    "direction",
+    "limit",
+    "cursor",
+    "full",
+    "cardData",
+)
 # One download per snapshot: the file every adapter load fetches exactly once.
 COUNTED_FILE = "adapter_config.json"
 CONTENT_TYPES = {".json": "application/json", ".md": "text/markdown; charset=utf-8"}

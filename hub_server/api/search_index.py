@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -76,6 +77,7 @@ class SearchIndex:
     posting_bounds: np.ndarray  # rows of token i: postings[bounds[i]:bounds[i + 1]]
     postings: np.ndarray
     rendered: list  # each row's list item as the API renders it, API root as a placeholder
+    built: float = 0.0  # time.monotonic() when its rows were read
 
     @property
     def size(self) -> int:
@@ -96,6 +98,7 @@ class SearchIndex:
         """The index of every active adapter as the database holds it now."""
         from hub_server.api.selectors import ADAPTER_LIST_FIELDS, adapter_rows
 
+        built = time.monotonic()
         rank_columns = {
             f"rank_{i}": Window(RowNumber(), order_by=[_order(f) for f in ORDERINGS[ordering]])
             for i, ordering in enumerate(_RANKED)
@@ -171,6 +174,7 @@ class SearchIndex:
             posting_bounds=posting_bounds,
             postings=postings,
             rendered=rendered,
+            built=built,
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -301,31 +305,42 @@ _building: int | None = None  # the generation a background build is reading
 def index_for(generation: int) -> SearchIndex | None:
     """The index of `generation`, or None while it is being built.
 
+    Staleness: an index is of one catalogue generation, so a catalogue change is seen as soon as
+    the caller's generation moves (catalog.cache: within HUB_CATALOG_RECHECK_SECONDS). Download
+    counts and the -downloads ranks move without a new generation: an index older than
+    HUB_SEARCH_INDEX_MAX_AGE (default HUB_RESPONSE_MAX_AGE) is rebuilt, so they are at most that
+    old (plus one background build).
+
     The first index of a process, and any index of a small catalogue
     (HUB_SEARCH_INDEX_INLINE_MAX adapters), is built within the request; a large one is rebuilt
-    in a thread while the SQL path answers, so a sync never stalls a request for seconds."""
+    in a thread, while the SQL path answers for a new generation and the aged index of the same
+    generation keeps answering for one past its age. A failed build logs and leaves SQL to
+    answer; the next request tries again."""
     if not settings.HUB_SEARCH_INDEX:
         return None
     index = _current
-    if index is not None and index.generation == generation:
+    same = index is not None and index.generation == generation
+    if same and time.monotonic() - index.built < settings.HUB_SEARCH_INDEX_MAX_AGE:
         return index
     if index is None or index.size <= settings.HUB_SEARCH_INDEX_INLINE_MAX:
         return _install(SearchIndex.build(generation))
     global _building
     with _lock:
-        if _building == generation:
-            return None
-        _building = generation
-    threading.Thread(
-        target=_build_in_background, args=(generation,), name="search-index", daemon=True
-    ).start()
-    return None
+        if _building != generation:
+            _building = generation
+            threading.Thread(
+                target=_build_in_background, args=(generation,), name="search-index", daemon=True
+            ).start()
+    return index if same else None
 
 
 def _install(index: SearchIndex) -> SearchIndex:
     global _current
     with _lock:
-        if _current is None or index.generation >= _current.generation:
+        if _current is None or (index.generation, index.built) >= (
+            _current.generation,
+            _current.built,
+        ):
             _current = index
     return index
 

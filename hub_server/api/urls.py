@@ -19,8 +19,21 @@ def origin_and_accept(request) -> str:
     return f"{origin(request)}|{request.headers.get('Accept', '')}"
 
 
-def cached(prefix: str, view_class, vary=origin):
-    return json_errors(cached_view(prefix, vary=vary)(view_class.as_view()))
+PAGING = ("page", "page_size", "cursor")
+
+
+def query_params(view_class) -> set[str]:
+    """The query parameters a catalogue view reads: its filters and the paging ones."""
+    filterset = getattr(view_class, "filterset_class", None)
+    names = set(filterset.base_filters) if filterset is not None else set()
+    if getattr(view_class, "pagination_class", None) is not None:
+        names.update(PAGING)
+    return names
+
+
+def cached(prefix: str, view_class, vary=origin, params=None):
+    params = query_params(view_class) if params is None else params
+    return json_errors(cached_view(prefix, vary=vary, params=params)(view_class.as_view()))
 
 
 urlpatterns = [
@@ -45,7 +58,12 @@ urlpatterns = [
     path("", include("hub_server.uploads.urls")),
     path(
         "schema/",
-        cached("schema", SpectacularAPIView, vary=origin_and_accept),
+        cached(
+            "schema",
+            SpectacularAPIView,
+            vary=origin_and_accept,
+            params=("format", "lang", "version"),
+        ),
         name="api-schema",
     ),
     # The split view: Swagger UI's start script is a file of its own (`?script`), not inline,

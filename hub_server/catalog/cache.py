@@ -1,15 +1,26 @@
-"""Rendered responses of read-only catalogue views, cached until the catalogue changes.
+"""Rendered responses of read-only catalogue views, and how long each may be served.
 
-The catalogue changes only on sync and publish, so hot reads serve stored bytes. Invalidation is a
-generation counter in the cache: every entry carries the generation it was rendered at, and
-`catalog_changed` bumps it, so one write makes every stored page stale at once (Redis when
-REDIS_URL is set, else local memory).
+Two stores, each with a stated staleness bound and failure mode (docs/architecture.md):
 
-With Redis, each web process also keeps the responses it served last in memory (`ResponseMemo`,
-HUB_RESPONSE_MEMO_MB), and a `GenerationWatch` thread subscribed to the channel that every bump
-publishes on keeps the current generation in the process, so a warm read asks Redis nothing. The
-watch re-reads the counter after each message (and every few seconds regardless); while it is not
-subscribed, every read checks Redis as before.
+- `memo`: the responses this process served last, in its own memory, least recently used out
+  first within HUB_RESPONSE_MEMO_MB (counting body, headers and key). The only store of the
+  embedded default (no REDIS_URL); in front of Redis otherwise, so a warm read asks nothing
+  outside the process.
+- the shared cache (Redis, when REDIS_URL is set): pages rendered by one web process serve the
+  others. Unreachable, it is skipped for HUB_CACHE_RETRY_SECONDS and every read renders from the
+  database (fail open); /readyz reports it as degraded.
+
+Every entry carries the catalogue generation it was rendered at and when. The generation lives in
+the database (`CatalogGeneration`): every catalogue change sets a new value (`catalog_changed`),
+and each process re-reads it at most every HUB_CATALOG_RECHECK_SECONDS, so a change made by any
+process (a `manage.py sync_hub`, a worker's publish) is served by every web process within that
+many seconds, with Redis or without. An entry is also served for at most HUB_RESPONSE_MAX_AGE
+seconds whatever the generation: download counts, which move without a catalogue change, are at
+most that old in lists and details (and a change that announced nothing, such as an admin edit,
+is bounded by it too).
+
+Cache keys hold only the query parameters a view reads (`params`), sorted: unknown parameters and
+their order make no new entries, and the request the view sees carries that normalised query.
 """
 
 from __future__ import annotations
@@ -18,197 +29,258 @@ import functools
 import gzip
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.cache import patch_vary_headers
 
 from hub_server.catalog.signals import catalog_changed
 
 log = logging.getLogger(__name__)
 
-GENERATION_KEY = "catalog:generation"
-DEFAULT_TIMEOUT = 24 * 3600
+
+# -- the catalogue generation, in the database -------------------------------------------------
 
 
 def _fresh_generation() -> int:
-    # Never a number used before, even after the cache lost its counter (a flush, an eviction, a
-    # Redis restart): per-process memos keyed by generation must never match stale data.
+    # Microseconds since the epoch: a value never used before, even after a rolled-back change
+    # put an older one back (so no stored entry of the rolled-back data can ever match again).
     return time.time_ns() // 1000
 
 
-def generation(backend=None) -> int:
-    backend = backend if backend is not None else cache
-    value = backend.get(GENERATION_KEY)
+def read_generation() -> int:
+    """The catalogue generation as the database holds it now."""
+    from hub_server.catalog.models import CatalogGeneration
+
+    rows = CatalogGeneration.objects.filter(pk=1).values_list("value", flat=True)
+    value = rows.first()
     if value is None:
-        backend.add(GENERATION_KEY, _fresh_generation(), timeout=None)
-        value = backend.get(GENERATION_KEY) or _fresh_generation()
+        CatalogGeneration.objects.bulk_create(
+            [CatalogGeneration(pk=1, value=_fresh_generation())], ignore_conflicts=True
+        )
+        value = rows.first()
     return value
+
+
+def advance_generation() -> int:
+    """A new catalogue generation in the database: later than every earlier one."""
+    from hub_server.catalog.models import CatalogGeneration
+
+    read_generation()  # the row exists
+    CatalogGeneration.objects.filter(pk=1).update(
+        value=Greatest(F("value") + 1, Value(_fresh_generation()))
+    )
+    return read_generation()
+
+
+class GenerationClock:
+    """The catalogue generation as this process knows it: read from the database when last read
+    more than `recheck` seconds ago (HUB_CATALOG_RECHECK_SECONDS), at once after this process
+    changed it. The bound on a stale read is therefore `recheck` seconds after the change
+    committed. A failed read raises, as any database read of the request would."""
+
+    def __init__(self, recheck: float | None = None):
+        self._recheck = recheck
+        self._known: tuple[int, float] | None = None  # (value, monotonic time it was read)
+
+    @property
+    def recheck(self) -> float:
+        if self._recheck is not None:
+            return self._recheck
+        return settings.HUB_CATALOG_RECHECK_SECONDS
+
+    def current(self) -> int:
+        known = self._known
+        now = time.monotonic()
+        if known is None or now - known[1] >= self.recheck:
+            known = self._known = (read_generation(), now)
+        return known[0]
+
+    def bumped(self, value: int) -> None:
+        self._known = (value, time.monotonic())
+
+    def expire(self) -> None:
+        """Read the database at the next `current()` (tests: as if `recheck` seconds passed)."""
+        self._known = None
+
+
+clock = GenerationClock()
+
+
+def generation() -> int:
+    return clock.current()
 
 
 @receiver(catalog_changed)
 def bump_generation(**kwargs) -> None:
-    watch.bumped(advance_generation(cache))  # this process knows at once, the others by message
+    clock.bumped(advance_generation())  # this process at once, the others within `recheck`
 
 
-def advance_generation(backend) -> int:
-    """A new generation in `backend`, announced on its channel (Redis) to every watch."""
-    try:
-        value = backend.incr(GENERATION_KEY)
-    except ValueError:
-        value = _fresh_generation()
-        backend.set(GENERATION_KEY, value, timeout=None)
-    client = redis_client(backend)
-    if client is not None:
-        try:
-            client.publish(generation_channel(backend), value)
-        except Exception:  # noqa: BLE001 - the watches re-read on their own within seconds
-            log.warning("could not publish the catalogue generation", exc_info=True)
-    return value
+def max_age() -> float:
+    return settings.HUB_RESPONSE_MAX_AGE
 
 
-# -- the in-process layer (Redis only) ---------------------------------------------------------
+def is_fresh(stored: tuple, current: int) -> bool:
+    """Whether a stored entry (generation, rendered at, ...) may be served now."""
+    return stored[0] == current and time.time() - stored[1] < max_age()
 
 
-def redis_client(backend):
-    """The redis-py client behind a Django Redis cache backend, or None for any other backend."""
-    get_client = getattr(getattr(backend, "_cache", None), "get_client", None)
-    return get_client(write=True) if get_client is not None else None
+# -- the in-process memo -----------------------------------------------------------------------
+
+# What a stored entry costs beyond its bytes: the tuple, the dict, the objects that hold them.
+ENTRY_OVERHEAD = 400
 
 
-def generation_channel(backend) -> str:
-    return f"{getattr(backend, 'key_prefix', '')}:{GENERATION_KEY}:changed"
+def entry_cost(key: str, stored: tuple) -> int:
+    text = sum(len(k) + len(v) for k, v in stored[3].items())
+    return len(stored[2]) + text + len(key) + ENTRY_OVERHEAD
 
 
-class GenerationWatch:
-    """The catalogue generation as this process knows it, kept current by a thread subscribed to
-    the channel `bump_generation` publishes on. `current()` is None while the thread is not
-    subscribed (starting, Redis down, a non-Redis cache): callers then ask the cache.
-
-    The thread starts on first use in each process (so after a fork too). It reads the counter
-    after subscribing (no bump can fall between), after every message, and every `recheck`
-    seconds, and it trusts what it reads unless this process bumped the counter meanwhile.
-    """
-
-    def __init__(self, backend=None, recheck: float = 5.0):
-        self._backend = backend
-        self.recheck = recheck
-        self._value: int | None = None
-        self._seq = 0
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._stop = threading.Event()
-
-    @property
-    def backend(self):
-        return self._backend if self._backend is not None else cache
-
-    def current(self) -> int | None:
-        if self._pid != os.getpid():
-            self._start()
-        return self._value
-
-    def bumped(self, value: int) -> None:
-        with self._lock:
-            self._seq += 1
-            if self._value is not None:
-                self._value = value
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid, self._value = os.getpid(), None
-            self._stop.clear()
-        if redis_client(self.backend) is None:
-            return
-        threading.Thread(target=self._run, name="catalog-generation-watch", daemon=True).start()
-
-    def _read(self) -> None:
-        with self._lock:
-            seq = self._seq
-        value = generation(self.backend)
-        with self._lock:
-            if self._seq == seq:  # else this process bumped meanwhile: keep its value
-                self._value = value
-
-    def _run(self) -> None:
-        backend = self.backend  # this thread's own connection to the cache
-        backoff = 0.5
-        while not self._stop.is_set():
-            pubsub = None
-            try:
-                pubsub = redis_client(backend).pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(generation_channel(backend))
-                self._read()
-                backoff, last_read = 0.5, time.monotonic()
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=min(1.0, self.recheck))
-                    if message is not None or time.monotonic() - last_read >= self.recheck:
-                        self._read()
-                        last_read = time.monotonic()
-            except Exception:  # noqa: BLE001 - Redis gone: fall back to asking it per request
-                with self._lock:
-                    self._value = None
-                log.warning("catalogue generation watch lost Redis; retrying", exc_info=True)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-            finally:
-                if pubsub is not None:
-                    try:
-                        pubsub.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-        with self._lock:
-            self._value = None
-
-
-class ResponseMemo:
-    """The stored responses this process served last, least recently used out first, at most
-    `max_bytes` of bodies in all (a body over an eighth of that is not kept)."""
+class ByteLRU:
+    """A thread-safe map that keeps at most `max_bytes` of entries by the cost given with each,
+    least recently used out first; an entry over an eighth of the budget is not kept."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, tuple] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[object, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str, current: int):
+    @property
+    def used_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str):
         with self._lock:
-            stored = self._entries.get(key)
-            if stored is None or stored[0] != current:
+            found = self._entries.get(key)
+            if found is None:
                 return None
             self._entries.move_to_end(key)
-            return stored
+            return found[0]
 
-    def put(self, key: str, stored: tuple) -> None:
-        size = len(stored[1])
-        if size > self.max_bytes // 8:
+    def put(self, key: str, value, cost: int) -> None:
+        if cost > self.max_bytes // 8:
             return
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old[1])
-            self._entries[key] = stored
-            self._bytes += size
+            self._pop(key)
+            self._entries[key] = (value, cost)
+            self._bytes += cost
             while self._bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._bytes -= len(evicted[1])
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._bytes -= evicted
+
+    def pop(self, key: str) -> None:
+        with self._lock:
+            self._pop(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def _pop(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
 
 
-watch = GenerationWatch()
+class ResponseMemo(ByteLRU):
+    """Entries (generation, rendered at, body, headers, etag) this process served last, costed
+    by `entry_cost`; `get` returns only an entry `is_fresh` at the given generation."""
+
+    def get(self, key: str, current: int):
+        stored = super().get(key)
+        if stored is not None and not is_fresh(stored, current):
+            self.pop(key)
+            return None
+        return stored
+
+    def put(self, key: str, stored: tuple) -> None:
+        super().put(key, stored, entry_cost(key, stored))
+
+
 memo = ResponseMemo(getattr(settings, "HUB_RESPONSE_MEMO_MB", 64) * 1024 * 1024)
 
+
+# -- the shared cache (Redis), failing open ----------------------------------------------------
+
+
+class SharedCache:
+    """The configured cache when it is shared between processes (not local memory). Every call
+    fails open: an error logs, answers "no entry", and keeps the cache out of the read path for
+    HUB_CACHE_RETRY_SECONDS, so an unreachable Redis costs one failed attempt per interval and
+    process, not one per request."""
+
+    def __init__(self):
+        self._down_until = 0.0
+        self.last_error = ""
+
+    @property
+    def backend(self):
+        backend = caches["default"]
+        return None if isinstance(backend, LocMemCache | DummyCache) else backend
+
+    def usable(self):
+        backend = self.backend
+        if backend is None or time.monotonic() < self._down_until:
+            return None
+        return backend
+
+    def failed(self, exc: Exception) -> None:
+        self._down_until = time.monotonic() + settings.HUB_CACHE_RETRY_SECONDS
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("shared cache unreachable, reading from the database: %s", self.last_error)
+
+    def get(self, key: str):
+        backend = self.usable()
+        if backend is None:
+            return None
+        try:
+            return backend.get(key)
+        except Exception as exc:  # noqa: BLE001 - fail open: the database answers
+            self.failed(exc)
+            return None
+
+    def set(self, key: str, stored: tuple) -> None:
+        backend = self.usable()
+        if backend is None:
+            return
+        try:
+            backend.set(key, stored, max(1, int(max_age()) + 1))
+        except Exception as exc:  # noqa: BLE001
+            self.failed(exc)
+
+    def health(self) -> str:
+        """ "ok", "degraded: <why>" (reads fall back to the database) or what stands in for it."""
+        backend = self.backend
+        if backend is None:
+            return "local memory (no REDIS_URL)"
+        try:
+            backend.get("catalog:health")
+        except Exception as exc:  # noqa: BLE001
+            self.failed(exc)
+            return f"degraded: {self.last_error}"
+        self._down_until = 0.0
+        return "ok"
+
+
+shared = SharedCache()
+
+
+# -- cached views -----------------------------------------------------------------------------
 
 STORED_HEADERS = ("Content-Type", "Cache-Control", "Link", "Vary")
 
@@ -218,39 +290,57 @@ def origin(request: HttpRequest) -> str:
     return f"{request.scheme}://{request.get_host()}"
 
 
+def normalise_query(request: HttpRequest, params: frozenset[str]) -> str:
+    """Keep only the query parameters in `params` (each with its values in order), sorted by
+    name, in the request itself: the view then renders exactly what the cache key says."""
+    query = QueryDict(mutable=True)
+    for name in sorted(params & request.GET.keys()):
+        query.setlist(name, request.GET.getlist(name))
+    normalised = query.urlencode()
+    if normalised != request.META.get("QUERY_STRING", ""):
+        query._mutable = False
+        request.GET = query
+        request.META["QUERY_STRING"] = normalised
+    return normalised
+
+
 def response_key(prefix: str, request: HttpRequest, vary: str = "") -> str:
     digest = hashlib.sha1(f"{request.get_full_path()}|{vary}".encode()).hexdigest()
     return f"resp:{prefix}:{digest}"
 
 
-def cached_view(prefix: str, timeout: int = DEFAULT_TIMEOUT, vary: Callable | None = None):
-    """Cache successful GET responses of a view (status, body, a few headers) per full path.
+def cached_view(prefix: str, vary: Callable | None = None, params: Iterable[str] = ()):
+    """Cache successful GET responses of a view (status, body, a few headers).
 
     Only anonymous-safe views should use this: the key ignores the user unless `vary` says
-    otherwise. The entry carries the generation it was rendered at. With the generation watch
-    running, a page this process holds at the current generation is served without asking Redis;
-    otherwise one `get_many` reads the entry together with the current generation, and a page
-    rendered again after a change overwrites its stale entry. The ETag is the body's hash, and
-    If-None-Match is answered with 304 from the cache. A text body of 1 KB or more goes out
-    gzip-compressed to a client that accepts it (compressed once per process and content, with
-    its own ETag, `Vary: Accept-Encoding` either way).
+    otherwise. `params` names every query parameter the view reads; the others are dropped
+    before the view runs. A read is served from the memo, else the shared cache, else rendered
+    (and stored in both) at the generation read before rendering: a change during the
+    rendering makes the entry stale at once. The ETag is the body's hash, and If-None-Match is
+    answered with 304 from the entry. A text body of 1 KB or more goes out gzip-compressed to a
+    client that accepts it (compressed once per process and content, with its own ETag,
+    `Vary: Accept-Encoding` either way).
     """
+    params = frozenset(params)
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(request, *args, **kwargs):
             if request.method not in ("GET", "HEAD"):
                 return view(request, *args, **kwargs)
+            normalise_query(request, params)
             key = response_key(prefix, request, vary(request) if vary else "")
-            known = watch.current() if memo.max_bytes else None
-            stored = memo.get(key, known) if known is not None else None
+            current = clock.current()
+            stored = memo.get(key, current)
             if stored is None:
-                stored, passed_on = _from_cache(request, key, view, args, kwargs, timeout)
-                if stored is None:  # not a page to store: an error, a redirect, a stream
-                    return passed_on
-                if known is not None:
-                    memo.put(key, stored)
-            _, body, headers, etag = stored
+                stored = shared.get(key)
+                if stored is None or not is_fresh(stored, current):
+                    stored, passed_on = _render(request, current, view, args, kwargs)
+                    if stored is None:  # not a page to store: an error, a redirect, a stream
+                        return passed_on
+                    shared.set(key, stored)
+                memo.put(key, stored)
+            _, _, body, headers, etag = stored
             encoding = None  # a body too small or not text has one representation
             if _compressible(body, headers):
                 encoding = "identity"
@@ -275,12 +365,28 @@ def cached_view(prefix: str, timeout: int = DEFAULT_TIMEOUT, vary: Callable | No
     return decorator
 
 
+def _render(request, current, view, args, kwargs):
+    """(entry, None) for the view's response rendered now; (None, response) when the response
+    is not one to store."""
+    request.catalog_generation = current  # for views that memoise by generation
+    response = view(request, *args, **kwargs)
+    if getattr(response, "render", None) and not response.is_rendered:
+        response = response.render()
+    if response.status_code != 200 or response.streaming:
+        return None, response
+    body = response.content
+    headers = {h: response[h] for h in STORED_HEADERS if response.has_header(h)}
+    etag = f'"{hashlib.sha1(body).hexdigest()}"'
+    return (current, time.time(), body, headers, etag), None
+
+
 # -- gzip for clients that accept it ---------------------------------------------------------
 
 GZIP_MIN_BYTES = 1024
 _GZIP_TYPES = ("application/json", "application/vnd.oai.openapi+json", "text/")
-# Compressed bodies by the ETag of the identity body: content-addressed, so never stale.
-_gzipped = ResponseMemo(max(memo.max_bytes // 4, 16 * 1024 * 1024))
+# Compressed bodies by the ETag of the identity body: content-addressed, so never stale; least
+# recently used out first past a quarter of the memo's budget (at least 16 MB).
+_gzipped = ByteLRU(max(memo.max_bytes // 4, 16 * 1024 * 1024))
 
 
 def _compressible(body: bytes, headers: dict) -> bool:
@@ -315,33 +421,15 @@ def accepts_gzip(header: str) -> bool:
 def gzipped(body: bytes, etag: str) -> bytes:
     """`body` gzip-compressed, once per process and content (level 6, no timestamp: the same
     bytes every time, so the derived ETag holds)."""
-    found = _gzipped.get(etag, 0)
-    if found is not None:
-        return found[1]
-    compressed = gzip.compress(body, compresslevel=6, mtime=0)
-    _gzipped.put(etag, (0, compressed))
-    return compressed
+    found = _gzipped.get(etag)
+    if found is None:
+        found = gzip.compress(body, compresslevel=6, mtime=0)
+        _gzipped.put(etag, found, len(found) + len(etag) + ENTRY_OVERHEAD)
+    return found
 
 
-def _from_cache(request, key, view, args, kwargs, timeout):
-    """(stored entry, None) from the shared cache, rendering and storing the page on a miss;
-    (None, response) when the view's response is not one to store."""
-    found = cache.get_many([GENERATION_KEY, key])
-    current = found.get(GENERATION_KEY) or generation()
-    stored = found.get(key)
-    if stored is not None and stored[0] == current:
-        return stored, None
-    request.catalog_generation = current  # for views that memoise by generation
-    response = view(request, *args, **kwargs)
-    if getattr(response, "render", None) and not response.is_rendered:
-        response = response.render()
-    if response.status_code != 200 or response.streaming:
-        return None, response
-    body = response.content
-    headers = {h: response[h] for h in STORED_HEADERS if response.has_header(h)}
-    etag = f'"{hashlib.sha1(body).hexdigest()}"'
-    # Stored under the generation read before rendering: a change during the rendering makes
-    # this entry stale at once.
-    stored = (current, body, headers, etag)
-    cache.set(key, stored, timeout)
-    return stored, None
+def forget_responses() -> None:
+    """Every response this process stored, out (tests: the next read renders; the shared cache
+    is cleared apart)."""
+    memo.clear()
+    _gzipped.clear()

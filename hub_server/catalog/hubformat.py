@@ -10,20 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
-from jsonschema import Draft7Validator, FormatChecker
+from jsonschema import Draft7Validator, FormatChecker, ValidationError, validators
 
+from hub_server.catalog import safe_yaml
+from hub_server.catalog.safe_yaml import clip
 from hub_server.weburl import is_hub_path, link_target, web_url_problem
-
-try:  # libyaml is several times faster; the pure-Python loader is equally safe.
-    from yaml import CSafeLoader as SafeLoader
-except ImportError:  # pragma: no cover - wheels ship libyaml
-    from yaml import SafeLoader
 
 KINDS = ("adapter_type", "task", "subtask", "architecture", "adapter")
 YAML_SUFFIXES = {".yaml", ".yml"}
@@ -42,6 +39,10 @@ class FileProblem:
     message: str
     line: int | None = None
     field: str | None = None
+
+    def __post_init__(self) -> None:
+        # Every message may quote user data; none may grow with it.
+        self.message = clip(self.message, 500)
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
@@ -211,6 +212,122 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# The schema keywords whose jsonschema messages hold repr() of the instance (for a list, the whole
+# list: a small card of nested lists made a message of hundreds of MB) are restated here with
+# messages built from the rule alone; the field is named by the error's path.
+JSON_TYPES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+TYPE_NAMES = {
+    "array": "an array",
+    "object": "an object",
+    "integer": "an integer",
+    "number": "a number",
+}
+
+
+def _kind(instance: Any) -> str:
+    return JSON_TYPES.get(type(instance), type(instance).__name__)
+
+
+def _type(validator, types, instance, schema):
+    types = [types] if isinstance(types, str) else types
+    if not any(validator.is_type(instance, t) for t in types):
+        wanted = " or ".join(TYPE_NAMES.get(t, f"a {t}") for t in types)
+        yield ValidationError(f"must be {wanted}, not {_kind(instance)}")
+
+
+def _required(validator, required, instance, schema):
+    if validator.is_type(instance, "object"):
+        for name in required:
+            if name not in instance:
+                yield ValidationError("is required", path=[name])
+
+
+def _additional_properties(validator, allowed, instance, schema):
+    if not validator.is_type(instance, "object") or allowed is not False:
+        return
+    extra = [str(k) for k in instance if k not in schema.get("properties", {})]
+    if extra:
+        names = clip(", ".join(clip(k, 40) for k in extra), 160)
+        yield ValidationError(f"unknown field(s): {names}")
+
+
+def _bound(kind: str, unit: str, measure: Callable[[Any], float], is_max: bool):
+    def check(validator, limit, instance, schema):
+        if not validator.is_type(instance, kind):
+            return
+        value = measure(instance)
+        if is_max and value > limit:
+            yield ValidationError(f"must have at most {limit} {unit} (has {value})")
+        elif not is_max and value < limit:
+            empty = limit == 1 and kind != "number"
+            yield ValidationError(
+                "must not be empty" if empty else f"must be at least {limit}{unit}"
+            )
+
+    return check
+
+
+def _format(validator, fmt, instance, schema):
+    if validator.format_checker is not None and not validator.format_checker.conforms(
+        instance, fmt
+    ):
+        yield ValidationError(f"is not a valid {fmt}")
+
+
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not re.search(pattern, instance):
+        yield ValidationError(f"does not match the pattern {pattern}")
+
+
+def _enum(validator, allowed, instance, schema):
+    if instance not in allowed:
+        yield ValidationError(f"must be one of {', '.join(map(str, allowed))}")
+
+
+def _any_of(validator, alternatives, instance, schema):
+    if any(validator.evolve(schema=s).is_valid(instance) for s in alternatives):
+        return
+    if all(set(s) == {"required"} for s in alternatives):
+        yield ValidationError(f"needs {_forms(alternatives)}")
+        return
+    yield ValidationError("matches none of the allowed forms")
+
+
+def _forms(alternatives: list[dict]) -> str:
+    """'version, url and sha1 or sha256' from [{required: [version, url, sha1]}, {..., sha256}]."""
+    lists = [s["required"] for s in alternatives]
+    common = [k for k in lists[0] if all(k in other for other in lists)]
+    rest = [" ".join(k for k in one if k not in common) for one in lists]
+    return f"{', '.join(common)} and {' or '.join(rest)}"
+
+
+_SafeValidator = validators.extend(
+    Draft7Validator,
+    {
+        "type": _type,
+        "required": _required,
+        "additionalProperties": _additional_properties,
+        "minLength": _bound("string", " characters", len, is_max=False),
+        "maxLength": _bound("string", "characters", len, is_max=True),
+        "minItems": _bound("array", " items", len, is_max=False),
+        "minProperties": _bound("object", " fields", len, is_max=False),
+        "minimum": _bound("number", "", lambda n: n, is_max=False),
+        "format": _format,
+        "pattern": _pattern,
+        "enum": _enum,
+        "anyOf": _any_of,
+    },
+)
+# Keywords whose jsonschema messages quote nothing of the instance, kept as they are.
+QUIET_KEYWORDS = {"properties", "items"}
 _FORMATS = FormatChecker(formats=["email"])
 
 
@@ -225,17 +342,12 @@ def _web_url_or_path(value: object) -> bool:
 
 
 VALIDATORS = {
-    kind: Draft7Validator(schema, format_checker=_FORMATS) for kind, schema in SCHEMAS.items()
+    kind: _SafeValidator(schema, format_checker=_FORMATS) for kind, schema in SCHEMAS.items()
 }
 
 
 def _field_path(error) -> str | None:
-    parts = [str(p) for p in error.absolute_path]
-    if error.validator == "required":
-        missing = re.match(r"'([^']+)' is a required property", error.message)
-        if missing:
-            parts.append(missing.group(1))
-    return ".".join(parts) or None
+    return ".".join(str(p) for p in error.absolute_path) or None
 
 
 def _line_of(text: str, key: str | None) -> int | None:
@@ -254,6 +366,10 @@ def parse_file(path: str, content: bytes) -> ParsedFile | None:
         return None
     kind, folder = kind_folder
     parsed = ParsedFile(kind=kind, path=path, data={}, folder=folder)
+    too_large = safe_yaml.blob_too_large(len(content))
+    if too_large:
+        parsed.errors.append(FileProblem(path, too_large))
+        return parsed
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -262,15 +378,17 @@ def parse_file(path: str, content: bytes) -> ParsedFile | None:
         )
         return parsed
     try:
-        # Safe loader only: a !!python/object tag is an error here, never executed.
-        data = yaml.load(text, Loader=SafeLoader)
+        # No tags (a !!python/object tag is an error here, never executed), no aliases.
+        data = safe_yaml.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or "invalid YAML"
         if exc.context:
             problem = f"{exc.context}; {problem}"
-        parsed.errors.append(FileProblem(path, f"YAML syntax error: {problem}", line=line))
+        if not isinstance(exc, safe_yaml.YAMLRefused):
+            problem = f"YAML syntax error: {problem}"
+        parsed.errors.append(FileProblem(path, problem, line=line))
         return parsed
     except yaml.YAMLError as exc:
         parsed.errors.append(FileProblem(path, f"YAML error: {exc}"))
@@ -279,6 +397,12 @@ def parse_file(path: str, content: bytes) -> ParsedFile | None:
         parsed.errors.append(
             FileProblem(path, f"expected a mapping at the top level, found {type(data).__name__}")
         )
+        return parsed
+    for field_name, problem in safe_yaml.long_strings(data):
+        parsed.errors.append(
+            FileProblem(path, problem, line=_line_of(text, field_name), field=field_name)
+        )
+    if parsed.errors:
         return parsed
     parsed.data = data
     for error in sorted(VALIDATORS[kind].iter_errors(data), key=lambda e: list(e.absolute_path)):
@@ -309,7 +433,7 @@ def _check_adapter_files(parsed: ParsedFile, text: str) -> None:
             parsed.errors.append(
                 FileProblem(
                     parsed.path,
-                    f"version {entry['version']!r} is listed twice",
+                    f"version {clip(entry['version'], 60)!r} is listed twice",
                     line=_line_of(text, "files"),
                     field=f"files.{index}.version",
                 )
@@ -321,7 +445,7 @@ def _check_adapter_files(parsed: ParsedFile, text: str) -> None:
                 parsed.errors.append(
                     FileProblem(
                         parsed.path,
-                        f"{algo} must be {length} lowercase hex characters, got {value!r}",
+                        f"{algo} must be {length} lowercase hex characters, got {clip(value, 80)!r}",
                         line=_line_of(text, "files"),
                         field=f"files.{index}.{algo}",
                     )
@@ -330,8 +454,8 @@ def _check_adapter_files(parsed: ParsedFile, text: str) -> None:
         parsed.errors.append(
             FileProblem(
                 parsed.path,
-                f"default_version {data['default_version']!r} is not one of the versions "
-                f"{versions}",
+                f"default_version {clip(data['default_version'], 60)!r} is not one of the "
+                f"versions {clip(str(versions), 200)}",
                 line=_line_of(text, "default_version"),
                 field="default_version",
             )

@@ -221,6 +221,9 @@ class SyncRun(models.Model):
     errors = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
+    # Who runs it: host, pid and its start, database session; the next sync reaps a run whose
+    # owner is gone (hub_server/catalog/sync_runs.py).
+    owner = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -237,3 +240,18 @@ class SyncLock(models.Model):
     """One row; a sync holds it with SELECT ... FOR UPDATE NOWAIT for its whole transaction."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+
+
+class CatalogGeneration(models.Model):
+    """One row: the catalogue generation, the version every cached read is stored under.
+
+    Every committed catalogue change (sync, publish, yank, mirror) sets a new value
+    (hub_server/catalog/cache.py), and each web process re-reads it at most every
+    HUB_CATALOG_RECHECK_SECONDS: the database, not a cache, is where a change is announced, so
+    a change made by any process reaches every process whether or not Redis is there."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"catalogue generation {self.value}"

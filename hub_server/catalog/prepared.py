@@ -39,7 +39,18 @@ class _Compiled:
     session: object = None  # the driver connection the statement was PREPAREd on, if any
 
 
-_statement_names = (f"hub_prepared_{n}" for n in itertools.count(1))
+# Names of server-side statements. One counter for every thread of the process: a generator
+# here raised "generator already executing" when two threads of a threaded worker prepared at
+# once (tests/api/test_prepared.py). A name is only unique per process, which is all it needs:
+# each thread has its own database session.
+_statement_numbers = itertools.count(1)
+_statement_lock = threading.Lock()
+
+
+def statement_name() -> str:
+    with _statement_lock:
+        number = next(_statement_numbers)
+    return f"hub_prepared_{number}"
 
 
 def _numbered_placeholders(sql: str) -> str:
@@ -121,7 +132,7 @@ class PreparedQuery:
     def _server_prepare(self, connection, cursor, compiled: _Compiled) -> None:
         if connection.vendor != "postgresql" or not settings.HUB_DB_SERVER_PREPARE:
             return
-        name = next(_statement_names)
+        name = statement_name()
         cursor.execute(f"PREPARE {name} AS {_numbered_placeholders(compiled.sql)}")
         arguments = ", ".join(["%s"] * len(compiled.params))
         compiled.sql = f"EXECUTE {name}({arguments})" if arguments else f"EXECUTE {name}"

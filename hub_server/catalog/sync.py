@@ -1,10 +1,12 @@
 """Where a YAML card becomes a row: `sync_hub_repository`, the one service that writes the catalogue
 from a Hub git repository.
 
-One run = one database transaction, under a row lock so two syncs never both write. The first run
-(or `full=True`) reads every file at the fetched commit; later runs read only the files that
-`git diff` says changed since the last synced commit. A file with a problem is reported in the
-run's `errors` and never stops the others, nor deletes what it described before.
+A run first fetches (outside any lock or transaction, under HUB_SYNC_FETCH_TIMEOUT_SECONDS), then
+writes in one database transaction under a row lock, so two syncs never both write. The first run
+(or `full=True`) reads every file at the fetched commit; later runs read the files that `git diff`
+says changed since the last synced commit, plus every file whose outcome a changed file can
+decide (see `_plan_incremental`), so both reach the same catalogue. A file with a problem is
+reported in the run's `errors` and never stops the others, nor deletes what it described before.
 """
 
 from __future__ import annotations
@@ -14,21 +16,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
-from django.utils import timezone
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
 from hub_server.catalog import hubformat
 from hub_server.catalog.gitsource import GitSource, SourceError
 from hub_server.catalog.hubformat import FileProblem, ParsedFile
 from hub_server.catalog.models import (
     Adapter,
-    AdapterDependency,
     AdapterType,
-    AdapterVersion,
     Architecture,
     Subtask,
     SyncLock,
@@ -36,35 +34,18 @@ from hub_server.catalog.models import (
     Task,
 )
 from hub_server.catalog.signals import catalog_changed
+from hub_server.catalog.sync_cards import (  # noqa: F401 - ADAPTER_FIELDS, VERSION_FIELDS re-exported
+    ADAPTER_FIELDS,
+    VERSION_FIELDS,
+    CardSync,
+    column_problems,
+)
+from hub_server.catalog.sync_runs import current_owner, finish, reap_stale_runs
 
 log = logging.getLogger(__name__)
 
-VERSION_FIELDS = ("version", "url", "sha1", "sha256", "description", "score")
-ADAPTER_FIELDS = (
-    "status",
-    "type_id",
-    "task_id",
-    "subtask_id",
-    "model_type",
-    "model_name",
-    "model_class",
-    "has_head",
-    "architecture_id",
-    "config_overrides",
-    "config",
-    "config_hash",
-    "author",
-    "email",
-    "url",
-    "github",
-    "twitter",
-    "citation",
-    "description",
-    "default_version",
-    "hidden_size",
-    "warnings",
-    "source_path",
-)
+# A file is read only up to this many bytes; a bigger one is an error of that file.
+DEFAULT_MAX_FILE_BYTES = 256 * 1024
 
 
 class SyncLocked(Exception):
@@ -77,17 +58,6 @@ class Counts:
     updated: int = 0
     removed: int = 0
     unchanged: int = 0
-
-
-@dataclass
-class CardPlan:
-    """A valid adapter card, ready to be written."""
-
-    parsed: ParsedFile
-    blob: str
-    values: dict[str, Any]
-    versions: list[tuple]
-    dependencies: list[tuple]
 
 
 @dataclass
@@ -114,39 +84,47 @@ def sync_hub_repository(
 ) -> SyncRun:
     """Sync the catalogue from a Hub repository (git URL or local path). Returns the recorded run."""
     source, branch = resolve_source(source, branch)
-    run = SyncRun.objects.create(source=source, branch=branch or "", full=full)
+    progress = progress or (lambda msg: None)
+    reap_stale_runs()
+    run = SyncRun.objects.create(
+        source=source, branch=branch or "", full=full, owner=current_owner()
+    )
     started = time.perf_counter()
     changed = False
     try:
+        src = GitSource(source, branch, Path(settings.HUB_DATA_DIR))
+        progress(f"fetching {source}")
+        # Before the lock: a slow or hanging remote holds up neither another sync nor a write.
+        fetched = src.fetch(timeout=settings.HUB_SYNC_FETCH_TIMEOUT_SECONDS)
+        progress(f"fetched {fetched[:12]}")
         with transaction.atomic():
             _lock()
-            changed = _Sync(run, progress or (lambda msg: None)).execute()
+            changed = _Sync(run, src, progress).execute()
     except SyncLocked:
         run.status = SyncRun.Status.LOCKED
         run.message = "another sync is running; this one wrote nothing"
     except SourceError as exc:
         run.status = SyncRun.Status.FAILED
         run.message = str(exc)
+    except (OperationalError, InterfaceError) as exc:
+        # The database went away (restart, terminated session): the transaction is gone with it.
+        run.status = SyncRun.Status.FAILED
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        run.message = (
+            f"the database connection failed during the sync; nothing was written "
+            f"({type(exc).__name__}: {reason})"
+        )
+        log.warning("sync %s failed: %s", run.pk, run.message)
     except Exception as exc:
         run.status = SyncRun.Status.FAILED
         run.message = f"sync failed, nothing was written: {type(exc).__name__}: {exc}"
         log.exception("sync %s failed", run.pk)
-        _finish(run, started)
+        finish(run, started)
         raise
-    _finish(run, started)
+    finish(run, started)
     if changed:
         catalog_changed.send(sender=SyncRun, run=run)
     return run
-
-
-def _finish(run: SyncRun, started: float) -> None:
-    run.finished_at = timezone.now()
-    run.duration_ms = int((time.perf_counter() - started) * 1000)
-    if run.status == SyncRun.Status.FAILED:
-        # The transaction rolled back: the run's counts describe nothing that happened.
-        run.added = run.updated = run.removed = run.unchanged = 0
-        run.counts = {}
-    run.save()
 
 
 def _lock() -> None:
@@ -154,25 +132,42 @@ def _lock() -> None:
     try:
         SyncLock.objects.select_for_update(nowait=True).get(id=1)
     except DatabaseError as exc:
+        # PostgreSQL says "lock not available" (55P03); a lost connection is not a lock.
+        if connection.vendor == "postgresql" and getattr(exc.__cause__, "pgcode", "") != "55P03":
+            raise
         raise SyncLocked() from exc
 
 
-class _Sync:
-    def __init__(self, run: SyncRun, progress: Callable[[str], None]):
+def _twins(paths) -> set[str]:
+    """The other-suffix names of adapter cards: `X.yml` for `X.yaml` and back."""
+    twins = set()
+    for path in paths:
+        kind = hubformat.classify(path)
+        if kind and kind[0] == "adapter":
+            p = PurePosixPath(path)
+            twins.update(str(p.with_suffix(s)) for s in hubformat.YAML_SUFFIXES if s != p.suffix)
+    return twins
+
+
+class _Sync(CardSync):
+    def __init__(self, run: SyncRun, src: GitSource, progress: Callable[[str], None]):
         self.run = run
+        self.src = src
         self.progress = progress
         self.errors: list[FileProblem] = []
         self.warnings: list[FileProblem] = []
         self.counts: dict[str, Counts] = defaultdict(Counts)
-        self.changed_architectures: set[int] = set()
+        # Rows removed from the repository but kept because withdrawn cards point to them.
+        self.kept_for_history: dict[str, set[int]] = defaultdict(set)
+        # Per kind, rows whose file left the repository (or now defines another id) in this run.
+        self.going: dict[str, set] = defaultdict(set)
 
     # -- the run -------------------------------------------------------------------------------
 
     def execute(self) -> bool:
-        run = self.run
-        src = GitSource(run.source, run.branch or None, Path(settings.HUB_DATA_DIR))
-        self.progress(f"fetching {run.source}")
-        commit = src.fetch()
+        run, src = self.run, self.src
+        # Resolved again under the lock: a sync that fetched later and wrote first is not undone.
+        commit = src.head()
         run.commit = commit
         previous = (
             SyncRun.objects.filter(status__in=[SyncRun.Status.SUCCEEDED, SyncRun.Status.NOOP])
@@ -198,11 +193,11 @@ class _Sync:
             return False
 
         if incremental:
-            state = self._plan_incremental(src, previous.commit, commit)
+            state = self._plan_incremental(previous, commit)
         else:
-            state = self._plan_full(src, commit)
+            state = self._plan_full(commit)
         self.progress(f"reading {len(state.to_read)} files at {commit[:12]}")
-        parsed = self._read(src, state)
+        parsed = self._read(state)
         self._apply(parsed, state)
 
         if incremental:
@@ -217,14 +212,16 @@ class _Sync:
         for name in ("added", "updated", "removed", "unchanged"):
             setattr(run, name, sum(getattr(c, name) for c in self.counts.values()))
         run.status = SyncRun.Status.SUCCEEDED
+        files = f"{len(state.to_read)} file{'' if len(state.to_read) == 1 else 's'} read"
         run.message = (
             f"synced {commit[:12]}: {run.added} added, {run.updated} updated, "
-            f"{run.removed} removed, {run.unchanged} unchanged, {len(run.errors)} errors"
+            f"{run.removed} removed, {run.unchanged} unchanged, {len(run.errors)} errors "
+            f"({files})"
         )
         return bool(run.added or run.updated or run.removed)
 
-    def _plan_full(self, src: GitSource, commit: str) -> _State:
-        files = src.list_files(commit)
+    def _plan_full(self, commit: str) -> _State:
+        files = self.src.list_files(commit)
         catalogue = {p: b for p, b in files.items() if hubformat.classify(p)}
         known_paths = set()
         for model in (AdapterType, Task, Subtask, Architecture):
@@ -237,19 +234,59 @@ class _Sync:
         removed = {p for p in known_paths if p and p not in catalogue}
         return _State(commit, sorted(catalogue), removed, catalogue)
 
-    def _plan_incremental(self, src: GitSource, old: str, new: str) -> _State:
-        changes = [c for c in src.changes(old, new) if hubformat.classify(c.path)]
-        to_read = sorted({c.path for c in changes if c.status != "D"})
-        removed = {c.path for c in changes if c.status == "D"}
-        return _State(new, to_read, removed, src.blob_ids(new, to_read))
+    def _plan_incremental(self, previous: SyncRun, new: str) -> _State:
+        """The changed files, and every file whose outcome a change can decide.
 
-    def _read(self, src: GitSource, state: _State) -> dict[str, list[ParsedFile]]:
+        A file's outcome depends on other files only where the last run reported a problem (a
+        card refused for a missing task, as a duplicate or beside its twin; a removed task kept
+        while in use), through its twin name, or through its architecture (whose config is part of
+        the card's unique key). So: every reported file is read again, or taken as removed when it
+        is gone; the twin of every changed card is read with it; and so is every card of a
+        changed architecture.
+        """
+        changes = [c for c in self.src.changes(previous.commit, new) if hubformat.classify(c.path)]
+        to_read = {c.path for c in changes if c.status != "D"}
+        removed = {c.path for c in changes if c.status == "D"}
+        reported = {e["file"] for e in previous.errors if hubformat.classify(e["file"])}
+        noted = {w["file"] for w in previous.warnings if hubformat.classify(w["file"])}
+        twins = _twins(to_read | removed)
+        present = self.src.blob_ids(new, reported | noted | twins)
+        to_read |= (reported | twins) & present.keys()
+        removed |= (reported | noted) - present.keys()
+        # An architecture's config is part of every using card's config hash, hence of its
+        # unique key: its cards are planned again with it.
+        archs = [p for p in to_read if hubformat.classify(p)[0] == "architecture"]
+        if archs:
+            users = set(
+                Adapter.objects.exclude(status=Adapter.Status.WITHDRAWN)
+                .filter(architecture__source_path__in=archs)
+                .values_list("source_path", flat=True)
+            )
+            to_read |= self.src.blob_ids(new, users - removed).keys()
+        return _State(new, sorted(to_read), removed, self.src.blob_ids(new, to_read))
+
+    def _read(self, state: _State) -> dict[str, list[ParsedFile]]:
         by_kind: dict[str, list[ParsedFile]] = defaultdict(list)
+        limit = getattr(settings, "HUB_YAML_MAX_BYTES", DEFAULT_MAX_FILE_BYTES)
         for path in state.to_read:
-            parsed = hubformat.parse_file(path, src.read_blob(state.blobs[path]))
+            parsed = self._read_one(path, state.blobs[path], limit)
             self.warnings.extend(parsed.warnings)
             by_kind[parsed.kind].append(parsed)
         return by_kind
+
+    def _read_one(self, path: str, blob: str, limit: int) -> ParsedFile:
+        """One file, parsed; whatever is wrong with it is a problem of that file only."""
+        kind, folder = hubformat.classify(path)
+        size = self.src.blob_size(blob)
+        if size > limit:
+            message = f"the file is {size} bytes; at most {limit} are read (HUB_YAML_MAX_BYTES)"
+        else:
+            try:
+                return hubformat.parse_file(path, self.src.read_blob(blob))
+            except (RecursionError, MemoryError, ValueError, TypeError) as exc:
+                log.warning("sync: %s could not be parsed", path, exc_info=True)
+                message = f"the file could not be parsed ({type(exc).__name__})"
+        return ParsedFile(kind, path, {}, folder, errors=[FileProblem(path, message)])
 
     def _apply(self, parsed: dict[str, list[ParsedFile]], state: _State) -> None:
         self.state = state
@@ -267,18 +304,19 @@ class _Sync:
             ("architecture", Architecture, lambda p: (p.data["name"],), lambda r: (r.name,),
              self._architecture_values, ("adapters",)),
         )  # fmt: skip
-        orphans = {}
+        gone = {}
         for kind, model, key_of_data, key_of_row, values_of, _ in references:
-            orphans[kind] = self._upsert_reference(
+            orphans = self._upsert_reference(
                 kind, model, parsed[kind], key_of_data, key_of_row, values_of
             )
+            # Rows whose file is gone: only what already uses them may go on using them.
+            gone[kind] = list(model.objects.filter(source_path__in=removed[kind])) + orphans
+            self.going[kind] = {row.pk for row in gone[kind]}
         self._sync_adapters(parsed["adapter"], removed["adapter"])
-        self._refresh_adapters_of_changed_architectures({p.path for p in parsed["adapter"]})
         # Removals of referenced rows last (most dependent first), once the adapters that may
         # still use them are known.
-        for kind, model, _, _, _, relations in reversed(references):
-            gone = list(model.objects.filter(source_path__in=removed[kind])) + orphans[kind]
-            self._remove_reference(kind, gone, relations)
+        for kind, _, _, _, _, relations in reversed(references):
+            self._remove_reference(kind, gone[kind], relations)
         for kind, model, *_ in references:
             c = self.counts[kind]
             c.unchanged = model.objects.count() - c.added - c.updated
@@ -290,43 +328,52 @@ class _Sync:
     # -- reference tables (types, tasks, subtasks, architectures) ------------------------------
 
     def _upsert_reference(self, kind, model, files, key_of_data, key_of_row, values_of):
-        """Write the files of one reference kind; return rows whose file now defines another id."""
+        """Write the files of one reference kind; return rows whose file now defines another id.
+
+        The file that defines an id keeps it while it exists and does not define another one (a
+        file that cannot be read keeps what it described); among new claims the first path wins.
+        """
         if not files:
             return []
         manager = model.objects.select_related("task") if model is Subtask else model.objects
         rows = {key_of_row(r): r for r in manager.all()}
-        by_path = {r.source_path: r for r in rows.values()}
-        claimed: dict[tuple, str] = {}
-        orphans = []
+        by_path = defaultdict(list)
+        for row in rows.values():
+            by_path[row.source_path].append(row)
+        valid = []
         for parsed in files:
             if parsed.errors:
                 self.errors.extend(parsed.errors)
                 continue
-            key = key_of_data(parsed)
+            values = values_of(parsed)
+            if values is None:
+                continue
+            unfit = column_problems(model, values)
+            for name, problem in unfit:
+                self.errors.append(FileProblem(parsed.path, problem, field=name))
+            if not unfit:
+                valid.append((parsed, key_of_data(parsed), values))
+        claims = {parsed.path: key for parsed, key, _ in valid}
+        claimed: dict[tuple, str] = {}
+        orphans = []
+        for parsed, key, values in valid:
             row = rows.get(key)
-            owner = claimed.get(key) or (row.source_path if row is not None else "")
-            # Another file that is neither re-read nor removed in this run still defines this id.
-            owner_stays = (
-                owner not in ("", parsed.path)
-                and (key in claimed or owner not in self.state.blobs)
-                and owner not in self.state.removed_paths
-            )
-            if owner_stays:
+            holder = row.source_path if row is not None else ""
+            owner = claimed.get(key)
+            if owner is None and holder not in ("", parsed.path):
+                if holder not in self.state.removed_paths and claims.get(holder, key) == key:
+                    owner = holder
+            if owner is not None:
                 self.errors.append(FileProblem(
                     parsed.path, f"{kind} {'/'.join(key)} is already defined by {owner}",
                     field=kind))  # fmt: skip
                 continue
-            values = values_of(parsed)
-            if values is None:
-                continue
             claimed[key] = parsed.path
             values["source_path"] = parsed.path
             values["source_blob"] = self.state.blobs[parsed.path]
-            previous = by_path.get(parsed.path)
-            if previous is not None and key_of_row(previous) != key:
-                orphans.append(previous)
+            orphans.extend(r for r in by_path[parsed.path] if key_of_row(r) != key)
             self._write_reference(kind, model, row, values)
-        return orphans
+        return [r for r in orphans if key_of_row(r) not in claimed]
 
     def _write_reference(self, kind, model, row, values):
         if row is None:
@@ -334,8 +381,6 @@ class _Sync:
             row.save()
             self.counts[kind].added += 1
             return
-        if model is Architecture and row.config != values["config"]:
-            self.changed_architectures.add(row.pk)
         differs = any(getattr(row, k) != v for k, v in values.items() if k != "source_blob")
         for k, v in values.items():
             setattr(row, k, v)
@@ -353,7 +398,10 @@ class _Sync:
 
     def _task_values(self, parsed):
         d = parsed.data
-        if not AdapterType.objects.filter(id=parsed.folder).exists():
+        known = AdapterType.objects.filter(id=parsed.folder).exists()
+        if known and parsed.folder in self.going["adapter_type"]:
+            known = Task.objects.filter(type_id=parsed.folder, task=d["task"]).exists()
+        if not known:
             self.errors.append(FileProblem(
                 parsed.path, f"unknown adapter type {parsed.folder!r} (the folder tasks/"
                 f"{parsed.folder}/ names it)", field="type"))  # fmt: skip
@@ -368,6 +416,8 @@ class _Sync:
     def _subtask_values(self, parsed):
         d = parsed.data
         task = Task.objects.filter(type_id=parsed.folder, task=d["task"]).first()
+        if task is not None and task.pk in self.going["task"]:
+            task = task if task.subtasks.filter(subtask=d["subtask"]).exists() else None
         if task is None:
             self.errors.append(FileProblem(
                 parsed.path, f"unknown task {d['task']!r} for type {parsed.folder!r}",
@@ -400,272 +450,31 @@ class _Sync:
         }
 
     def _remove_reference(self, kind, rows, relations):
+        done = set()
         for row in rows:
-            users = {
-                rel: getattr(row, rel).exclude(**self._withdrawn(rel)).count() for rel in relations
-            }
+            if row.pk in done:
+                continue
+            done.add(row.pk)
+            users = {rel: self._live_users(row, rel) for rel in relations}
             if any(users.values()):
                 used = ", ".join(f"{n} {rel}" for rel, n in users.items() if n)
                 self.errors.append(FileProblem(
                     row.source_path, f"{kind} {row} was removed from the repository but is still "
                     f"used by {used}; kept until they are removed", field=kind))  # fmt: skip
                 continue
-            if "adapters" in relations:
-                row.adapters.all().delete()  # withdrawn cards that pointed here
+            if any(getattr(row, rel).exists() for rel in relations):
+                # Only withdrawn cards (or rows kept for them) point here: their pages and
+                # download counts outlive the file, and they come back if the card does.
+                self.warnings.append(FileProblem(
+                    row.source_path, f"{kind} {row} was removed from the repository; kept "
+                    "because withdrawn adapters still refer to it", field=kind))  # fmt: skip
+                self.kept_for_history[f"{kind}s"].add(row.pk)
+                continue
             row.delete()
             self.counts[kind].removed += 1
 
-    @staticmethod
-    def _withdrawn(relation: str) -> dict:
-        return {"status": Adapter.Status.WITHDRAWN} if relation == "adapters" else {}
-
-    # -- adapter cards --------------------------------------------------------------------------
-
-    def _sync_adapters(self, files: list[ParsedFile], removed_paths: set[str]) -> None:
-        types = set(AdapterType.objects.values_list("id", flat=True))
-        tasks = {(t, n): pk for pk, t, n in Task.objects.values_list("pk", "type_id", "task")}
-        subtasks = {
-            (t, n, s): (pk, task_id)
-            for pk, task_id, t, n, s in Subtask.objects.values_list(
-                "pk", "task_id", "task__type_id", "task__task", "subtask"
-            )
-        }
-        archs = {a.name: a for a in Architecture.objects.all()}
-
-        ids_in_run = {(p.folder, p.stem) for p in files}
-        rows = {}
-        for row in Adapter.objects.filter(
-            source_path__in=[p.path for p in files] + list(removed_paths)
-        ):
-            rows[(row.org, row.name)] = row
-        if len(ids_in_run) > len(rows):
-            # Cards re-read under another path (renamed file) or new: look them up by id as well.
-            for row in Adapter.objects.filter(org__in={o for o, _ in ids_in_run}):
-                if (row.org, row.name) in ids_in_run:
-                    rows[(row.org, row.name)] = row
-
-        # Uniqueness is checked against every active card this run does not re-read or remove.
-        replaced = {key for key in ids_in_run} | {
-            (r.org, r.name) for r in rows.values() if r.source_path in removed_paths
-        }
-        unique_keys: dict[tuple, str] = {}
-        for org, name, t, model_name, task, sub, h in Adapter.objects.exclude(
-            status=Adapter.Status.WITHDRAWN
-        ).values_list(
-            "org", "name", "type_id", "model_name", "task__task", "subtask__subtask", "config_hash"
-        ):
-            if (org, name) not in replaced:
-                unique_keys[(t, model_name, task, sub, h, org)] = f"@{org}/{name}"
-
-        plans: dict[tuple, CardPlan] = {}
-        seen_paths: dict[tuple, str] = {}
-        for parsed in files:
-            ident = (parsed.folder, parsed.stem)
-            if ident in seen_paths:
-                self.errors.append(FileProblem(
-                    parsed.path, f"defines adapter @{ident[0]}/{ident[1]} again (also "
-                    f"{seen_paths[ident]})", field="file name"))  # fmt: skip
-                continue
-            seen_paths[ident] = parsed.path
-            if parsed.errors:
-                self.errors.extend(parsed.errors)
-                continue
-            plan = self._plan_card(
-                parsed, self.state.blobs[parsed.path], types, tasks, subtasks, archs
-            )
-            if plan is None:
-                continue
-            v = plan.values
-            ukey = (v["type_id"], v["model_name"], parsed.data["task"], parsed.data["subtask"],
-                    v["config_hash"], parsed.folder)  # fmt: skip
-            if ukey in unique_keys:
-                self.errors.append(FileProblem(
-                    parsed.path, f"duplicate adapter: {unique_keys[ukey]} already has type "
-                    f"{ukey[0]}, model {ukey[1]}, task {ukey[2]}/{ukey[3]}, config {ukey[4]} and "
-                    f"org {ukey[5]}", field="config"))  # fmt: skip
-                continue
-            unique_keys[ukey] = f"@{ident[0]}/{ident[1]}"
-            plans[ident] = plan
-
-        self._write_adapters(plans, rows)
-
-        counts = self.counts["adapter"]
-        for (org, name), row in rows.items():
-            if (
-                row.source_path in removed_paths
-                and (org, name) not in plans
-                and (org, name) not in ids_in_run
-                and row.status != Adapter.Status.WITHDRAWN
-            ):
-                row.status = Adapter.Status.WITHDRAWN
-                row.save(update_fields=["status", "updated_at"])
-                counts.removed += 1
-
-    def _plan_card(self, parsed, blob, types, tasks, subtasks, archs) -> CardPlan | None:
-        d = parsed.data
-        problems = []
-        if d["type"] not in types:
-            problems.append(("type", f"unknown adapter type {d['type']!r}"))
-        elif (d["type"], d["task"]) not in tasks:
-            problems.append(("task", f"unknown task {d['task']!r} for type {d['type']!r}"))
-        elif (d["type"], d["task"], d["subtask"]) not in subtasks:
-            problems.append(("subtask", f"unknown subtask {d['subtask']!r} of task {d['task']!r}"))
-        using = d["config"]["using"]
-        if using not in archs:
-            problems.append(("config.using", f"unknown architecture {using!r}"))
-        if problems:
-            for fld, msg in problems:
-                self.errors.append(FileProblem(parsed.path, msg, field=fld))
-            return None
-        arch = archs[using]
-        config = hubformat.full_config(arch.config, d["config"])
-        subtask_id, task_id = subtasks[(d["type"], d["task"], d["subtask"])]
-        values = {
-            "status": Adapter.Status.ACTIVE,
-            "type_id": d["type"],
-            "task_id": task_id,
-            "subtask_id": subtask_id,
-            "model_type": d["model_type"],
-            "model_name": d["model_name"],
-            "model_class": d.get("model_class") or "",
-            "has_head": bool(d.get("prediction_head")),
-            "architecture_id": arch.pk,
-            "config_overrides": d["config"],
-            "config": config,
-            "config_hash": hubformat.config_hash(config),
-            "author": d["author"],
-            "email": d.get("email") or "",
-            "url": d.get("url") or "",
-            "github": d.get("github") or "",
-            "twitter": d.get("twitter") or "",
-            "citation": d.get("citation") or "",
-            "description": (d.get("description") or "").strip(),
-            "default_version": d["default_version"],
-            "hidden_size": d.get("hidden_size"),
-            "warnings": [w.as_dict() for w in parsed.warnings],
-            "source_path": parsed.path,
-        }
-        versions = [
-            (
-                str(f["version"]),
-                f["url"],
-                f.get("sha1") or "",
-                f.get("sha256") or "",
-                (f.get("description") or "").strip(),
-                f.get("score"),
-            )
-            for f in d["files"]
-        ]
-        deps = [(dep["key"], dep.get("description") or "") for dep in d.get("dependencies") or []]
-        return CardPlan(parsed, blob, values, versions, deps)
-
-    def _write_adapters(self, plans: dict[tuple, CardPlan], rows: dict[tuple, Adapter]) -> None:
-        counts = self.counts["adapter"]
-        new_rows, new_plans = [], []
-        for ident, plan in plans.items():
-            row = rows.get(ident)
-            if row is None:
-                new_rows.append(
-                    Adapter(org=ident[0], name=ident[1], source_blob=plan.blob, **plan.values)
-                )
-                new_plans.append(plan)
-                continue
-            was_active = row.status == Adapter.Status.ACTIVE
-            differs = any(getattr(row, k) != v for k, v in plan.values.items())
-            old_versions = list(row.versions.values_list(*VERSION_FIELDS))
-            old_deps = list(row.dependencies.values_list("key", "description"))
-            if row.status == Adapter.Status.YANKED:
-                # A moderator's unpublish outlives edits of the card.
-                plan.values["status"] = Adapter.Status.YANKED
-                differs = any(getattr(row, k) != v for k, v in plan.values.items())
-            if not differs and old_versions == plan.versions and old_deps == plan.dependencies:
-                if row.source_blob != plan.blob:
-                    row.source_blob = plan.blob
-                    row.save(update_fields=["source_blob"])
-                continue
-            for k, v in plan.values.items():
-                setattr(row, k, v)
-            row.source_blob = plan.blob
-            row.save()
-            if old_versions != plan.versions:
-                self._replace_versions(row, plan.versions)
-            if old_deps != plan.dependencies:
-                row.dependencies.all().delete()
-                AdapterDependency.objects.bulk_create(
-                    AdapterDependency(adapter=row, key=k, description=desc, position=i)
-                    for i, (k, desc) in enumerate(plan.dependencies)
-                )
-            if was_active or row.status == Adapter.Status.YANKED:
-                counts.updated += 1
-            else:
-                counts.added += 1  # a withdrawn card came back
-        if not new_rows:
-            return
-        Adapter.objects.bulk_create(new_rows, batch_size=500)
-        if any(r.pk is None for r in new_rows):
-            ids = {
-                (o, n): pk
-                for pk, o, n in Adapter.objects.filter(
-                    source_path__in=[r.source_path for r in new_rows]
-                ).values_list("pk", "org", "name")
-            }
-            for r in new_rows:
-                r.pk = ids[(r.org, r.name)]
-        versions, deps = [], []
-        for row, plan in zip(new_rows, new_plans, strict=True):
-            versions.extend(
-                AdapterVersion(
-                    adapter_id=row.pk, position=i, **dict(zip(VERSION_FIELDS, v, strict=True))
-                )
-                for i, v in enumerate(plan.versions)
-            )
-            deps.extend(
-                AdapterDependency(adapter_id=row.pk, key=k, description=desc, position=i)
-                for i, (k, desc) in enumerate(plan.dependencies)
-            )
-        AdapterVersion.objects.bulk_create(versions, batch_size=1000)
-        AdapterDependency.objects.bulk_create(deps, batch_size=1000)
-        counts.added += len(new_rows)
-
-    def _replace_versions(self, row: Adapter, versions: list[tuple]) -> None:
-        existing = {v.version: v for v in row.versions.all()}
-        wanted = {v[0] for v in versions}
-        row.versions.exclude(version__in=wanted).delete()
-        for i, values in enumerate(versions):
-            fields = dict(zip(VERSION_FIELDS, values, strict=True))
-            current = existing.get(values[0])
-            if current is None:
-                AdapterVersion.objects.create(adapter=row, position=i, **fields)
-                continue
-            # A hosted file is known by its checksums (its URL may be rewritten to point here);
-            # an external one by URL and checksums.
-            checksums_changed = (current.sha1, current.sha256) != values[2:4]
-            url_changed = current.url != values[1]
-            hosted = current.file_status == AdapterVersion.FileStatus.HOSTED
-            for k, v in fields.items():
-                setattr(current, k, v)
-            current.position = i
-            if checksums_changed or (url_changed and not hosted):
-                # What was mirrored or checked described the old file; the new one is unchecked.
-                current.file_status = AdapterVersion.FileStatus.EXTERNAL
-                current.file_error = "the card now names another file; not yet mirrored"
-                current.size = None
-                current.storage_key = ""
-                current.files.all().delete()
-            current.save()
-
-    def _refresh_adapters_of_changed_architectures(self, reread_paths: set[str]) -> None:
-        if not self.changed_architectures:
-            return
-        archs = {a.pk: a for a in Architecture.objects.filter(pk__in=self.changed_architectures)}
-        stale = []
-        for row in Adapter.objects.filter(architecture_id__in=archs).exclude(
-            source_path__in=reread_paths
-        ):
-            config = hubformat.full_config(archs[row.architecture_id].config, row.config_overrides)
-            if config != row.config:
-                row.config = config
-                row.config_hash = hubformat.config_hash(config)
-                stale.append(row)
-        Adapter.objects.bulk_update(stale, ["config", "config_hash"], batch_size=500)
-        self.counts["adapter"].updated += len(stale)
+    def _live_users(self, row, relation: str) -> int:
+        users = getattr(row, relation).all()
+        if relation == "adapters":
+            return users.exclude(status=Adapter.Status.WITHDRAWN).count()
+        return users.exclude(pk__in=self.kept_for_history[relation]).count()

@@ -55,7 +55,11 @@ class UploadAdmin(admin.ModelAdmin):
         for upload in queryset:
             if upload.status == Upload.Status.PUBLISHED:
                 continue  # a published version is immutable; yank it instead
-            services.revalidate_upload(upload)
+            try:
+                services.revalidate_upload(upload)
+            except services.UploadRefused as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+                continue
             count += 1
         self.message_user(request, f"{count} upload(s) queued for validation", messages.SUCCESS)
 

@@ -1,5 +1,8 @@
 """The base models validation loads: HUB_BASE_MODELS (model name -> local folder) first, then the
-transformers cache, never the network. A registered folder with only a config.json gives the
+transformers cache, never the network. A model name is a Hub model id (`HUB_ID_RE`), never a path:
+names come from uploads, and transformers reads any existing folder it is given (an absolute path,
+or an id that happens to name a folder in the worker's working directory), so a cached model is
+found by its id in the cache's layout and loaded from that snapshot folder. A registered folder with only a config.json gives the
 real architecture with random weights, enough to check shapes and wiring.
 
 Each worker process keeps the models it loaded (an LRU keyed by name) and hands out copies.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,10 @@ WEIGHT_FILES = (
 # the embedded default validates them with no configuration.
 DEMO_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_CACHE_SIZE = 4
+# org/name or name, as the Hugging Face Hub allows them: letters, digits, '.', '_', '-', at most 96
+# characters a part, starting and ending with a letter or digit; no '--' or '..' (checked below).
+_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HUB_ID_RE = re.compile(rf"^(?:{_PART}/)?{_PART}$")
 
 
 class BaseModelUnavailable(Exception):
@@ -37,12 +45,25 @@ class BaseModelUnavailable(Exception):
 @dataclass(frozen=True)
 class BaseModelSource:
     name: str
-    # A local folder, or the model id for a model found in the transformers cache.
+    # A local folder: registered, or the model's snapshot in the transformers cache.
     location: str
     pretrained: bool
     model_type: str
     hidden_size: int | None
     vocab_size: int | None
+
+
+def is_hub_id(name: str) -> bool:
+    return bool(HUB_ID_RE.match(name)) and "--" not in name and ".." not in name
+
+
+def not_a_hub_id(name: str) -> str:
+    from hub_server.catalog.safe_yaml import clip
+
+    return (
+        f"{clip(name, 80)!r} is not a model id: name the base model by its Hugging Face id "
+        "(name or org/name: letters, digits, '.', '_', '-'), never by a path"
+    )
 
 
 def demo_model_path() -> Path | None:
@@ -74,9 +95,22 @@ def _source(name: str, location: str, config: Any, pretrained: bool) -> BaseMode
     )
 
 
+def _cached_snapshot(name: str) -> Path | None:
+    """The transformers cache's snapshot folder of model `name` (a Hub id), if it has a config."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an id the cache rejects is a model it does not hold
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def resolve_base_model(name: str) -> BaseModelSource:
     from transformers import AutoConfig
 
+    if not is_hub_id(name):
+        raise BaseModelUnavailable(not_a_hub_id(name))
     folder = registry().get(name)
     if folder is not None:
         path = Path(folder)
@@ -88,18 +122,15 @@ def resolve_base_model(name: str) -> BaseModelSource:
         config = AutoConfig.from_pretrained(str(path))
         pretrained = any((path / f).is_file() for f in WEIGHT_FILES)
         return _source(name, str(path), config, pretrained)
-    try:
-        # transformers' own resolution, from its cache only: validators never download.
-        config = AutoConfig.from_pretrained(name, local_files_only=True)
-    except Exception:
+    snapshot = _cached_snapshot(name)
+    if snapshot is None:
         raise BaseModelUnavailable(
             f"base model {name} is not available to this hub's validators (neither in "
             "HUB_BASE_MODELS nor in the transformers cache)"
-        ) from None
-    from huggingface_hub import try_to_load_from_cache
-
-    pretrained = any(isinstance(try_to_load_from_cache(name, f), str) for f in WEIGHT_FILES)
-    return _source(name, name, config, pretrained)
+        )
+    config = AutoConfig.from_pretrained(str(snapshot))
+    pretrained = any((snapshot / f).is_file() for f in WEIGHT_FILES)
+    return _source(name, str(snapshot), config, pretrained)
 
 
 @functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
@@ -110,11 +141,10 @@ def _pristine_model(source: BaseModelSource) -> Any:
     from adapters_core import AutoAdapterModel
 
     log.info("loading base model %s from %s", source.name, source.location)
-    local = Path(source.location).is_dir()
     if source.pretrained:
-        model = AutoAdapterModel.from_pretrained(source.location, local_files_only=not local)
+        model = AutoAdapterModel.from_pretrained(source.location, local_files_only=True)
     else:
-        config = AutoConfig.from_pretrained(source.location, local_files_only=not local)
+        config = AutoConfig.from_pretrained(source.location, local_files_only=True)
         torch.manual_seed(0)
         model = AutoAdapterModel.from_config(config)
     model.eval()

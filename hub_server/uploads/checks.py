@@ -24,6 +24,7 @@ from django.conf import settings
 
 from hub_server.catalog import hubformat
 from hub_server.catalog.models import Adapter, AdapterType, Subtask, Task
+from hub_server.catalog.safe_yaml import clip
 from hub_server.uploads import basemodels
 from hub_server.uploads.publishing import (
     CONFIG_FILES,
@@ -116,14 +117,22 @@ def check_archive(v: Validation) -> str:
             "save_adapter of adapters or adapters_core"
         )
     allowed = allowed_file_names()
-    unknown = [e for e in entries if e not in allowed]
+    unknown = [clip(e, 80) for e in entries if e not in allowed]
     if unknown:
         raise CheckFailed(
-            f"unknown file(s) in the archive: {unknown}; an adapter archive holds only the "
-            f"files save_adapter writes ({sorted(allowed)}), at its top level"
+            f"unknown file(s) in the archive: {clip(str(unknown), 300)}; an adapter archive holds "
+            f"only the files save_adapter writes ({sorted(allowed)}), at its top level"
         )
     if ADAPTER_CONFIG not in entries:
         raise CheckFailed(f"the archive has no {ADAPTER_CONFIG}: is it a save_adapter folder?")
+    cap = settings.HUB_UPLOAD_MAX_JSON_BYTES
+    for name in entries:
+        size = (folder / name).stat().st_size
+        if name.endswith(".json") and size > cap:
+            raise CheckFailed(
+                f"{name} is {size} bytes; a JSON file of an upload may be at most {cap} bytes "
+                "(HUB_UPLOAD_MAX_JSON_BYTES)"
+            )
     v.folder, v.files = folder, entries
     total = sum((folder / e).stat().st_size for e in entries)
     return f"{len(entries)} files, {total} bytes: {', '.join(entries)}"
@@ -186,6 +195,8 @@ def check_card(v: Validation) -> str:
         raise CheckFailed(f"version {v.version!r} must be letters, digits, '.', '_' or '-'")
     if not v.model_name:
         raise CheckFailed(f"{ADAPTER_CONFIG} has no model_name: say which base model it is for")
+    if not basemodels.is_hub_id(v.model_name):
+        raise CheckFailed(f"model_name {basemodels.not_a_hub_id(v.model_name)}")
     if not v.adapter_config.get("model_type"):
         raise CheckFailed(f"{ADAPTER_CONFIG} has no model_type")
     if not AdapterType.objects.filter(id=v.type).exists():
@@ -358,14 +369,32 @@ def check_load(v: Validation) -> str:
         v.adapter_name = v.model.load_adapter(str(v.folder), with_head=True)
         loaded = [f"adapter {v.adapter_name!r}"]
         if HEAD_CONFIG in v.files:
-            heads = getattr(v.model, "heads", {})
-            loaded.append("head" if v.adapter_name in heads else "static head")
+            if v.adapter_name not in getattr(v.model, "heads", {}):
+                raise CheckFailed(_head_not_loaded(v))
+            loaded.append("head")
         if FUSION_CONFIG in v.files:
             fusion = v.model.load_adapter_fusion(str(v.folder), with_head=False)
             loaded.append(f"fusion {fusion!r}")
     except AdapterError as exc:
         raise CheckFailed(_local(exc, v)) from None
     return f"loaded {', '.join(loaded)} into {v.model_name} with no missing or unexpected keys"
+
+
+def _head_not_loaded(v: Validation) -> str:
+    """Why load_adapter skipped the head (it only logs a warning): a static head saved from a
+    model class this hub cannot convert, or none at all."""
+    model_class = (v.head_config or {}).get("model_class")
+    if (v.head_config or {}).get("config") is None:
+        why = (
+            f"it has no head config, and a static head of model class {clip(str(model_class), 60)!r} "
+            "cannot be converted to a prediction head of this hub"
+        )
+    else:
+        why = f"it is for model class {clip(str(model_class), 60)!r}"
+    return (
+        f"{HEAD_CONFIG} was not loaded: {why}. Save the adapter with its flexible head "
+        "(an AdapterModel of adapters or adapters_core), or upload it without the head"
+    )
 
 
 # -- 6. run --------------------------------------------------------------------------------------
@@ -417,7 +446,8 @@ CHECK_NAMES = [name for name, _ in CHECKS] + ["publish"]
 
 def report_entry(name: str, ok: bool | None, message: str, started: float | None) -> dict:
     duration = round((time.perf_counter() - started) * 1000, 1) if started is not None else 0.0
-    return {"name": name, "ok": ok, "message": message, "duration_ms": duration}
+    # Messages quote what the upload holds (file names, tensor keys): never at length.
+    return {"name": name, "ok": ok, "message": clip(message, 1000), "duration_ms": duration}
 
 
 def run_checks(v: Validation) -> tuple[bool, list[dict]]:

@@ -76,8 +76,18 @@ class Upload(models.Model):
     git_branch = models.CharField(max_length=200, blank=True)
     git_commit = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the validation task reached the broker; empty while it could not be sent (the broker was
+    # down: "validation delayed"), until the sweep sends it.
+    queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The claim of the worker validating the upload: its token, and until when it holds (renewed
+    # while the validation runs). Only the holder may finish the upload; an expired claim may be
+    # taken again (services.claim_upload).
+    claim_token = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # When the retention purge deleted the archive of this rejected upload (the row stays).
+    archive_purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -89,3 +99,8 @@ class Upload(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
+
+    @property
+    def validation_delayed(self) -> bool:
+        """Stored, but its validation task has not reached the broker yet."""
+        return self.status == self.Status.PENDING and self.queued_at is None

@@ -5,6 +5,7 @@ import json
 import yaml
 from rest_framework import serializers
 
+from hub_server.catalog import safe_yaml
 from hub_server.uploads.models import Upload
 
 
@@ -13,10 +14,20 @@ class CardField(serializers.Field):
 
     def to_internal_value(self, data):
         if isinstance(data, str):
+            too_large = safe_yaml.blob_too_large(len(data.encode("utf-8")))
+            if too_large:
+                raise serializers.ValidationError(f"the card: {too_large}")
             try:
-                data = json.loads(data) if data.strip().startswith("{") else yaml.safe_load(data)
+                data = json.loads(data) if data.strip().startswith("{") else safe_yaml.load(data)
+            except RecursionError:
+                raise serializers.ValidationError("the card is nested too deeply") from None
+            except safe_yaml.YAMLRefused as exc:
+                line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+                raise serializers.ValidationError(f"the card, line {line}: {exc.problem}") from None
             except (ValueError, yaml.YAMLError) as exc:
-                raise serializers.ValidationError(f"not JSON or YAML: {exc}") from None
+                raise serializers.ValidationError(
+                    safe_yaml.clip(f"not JSON or YAML: {exc}", 300)
+                ) from None
         if data in (None, ""):
             return {}
         if not isinstance(data, dict):
@@ -54,6 +65,10 @@ class UploadSerializer(serializers.ModelSerializer):
     user = serializers.CharField(source="user.username", default=None)
     adapter = serializers.SerializerMethodField()
     status_url = serializers.SerializerMethodField()
+    validation_delayed = serializers.BooleanField(
+        read_only=True,
+        help_text="stored, but the task queue was unavailable: validated once it is back",
+    )
 
     class Meta:
         model = Upload
@@ -72,6 +87,7 @@ class UploadSerializer(serializers.ModelSerializer):
             "filename",
             "archive_size",
             "archive_sha256",
+            "validation_delayed",
             "message",
             "report",
             "attempts",

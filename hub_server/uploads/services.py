@@ -11,23 +11,23 @@ that repository finds it unchanged.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from hub_server import storage
 from hub_server.accounts import services as accounts
 from hub_server.accounts.models import Membership, Organisation
-from hub_server.catalog import hubformat
+from hub_server.catalog import hubformat, safe_yaml
 from hub_server.catalog.models import Adapter
-from hub_server.uploads import checks, hubrepo
+from hub_server.uploads import basemodels, checks, claims, hubrepo, retention
+from hub_server.uploads.dispatch import queue_validation, requeue_stuck_uploads  # noqa: F401
 from hub_server.uploads.models import Upload
 from hub_server.uploads.publishing import (
     CARD_FIELDS,
@@ -90,15 +90,37 @@ def resolve_organisation(
 
 
 def clean_card(card: dict[str, Any] | None) -> dict[str, Any]:
+    """The card fields of an upload: known names, strings (score: a number) within
+    HUB_CARD_FIELD_MAX_BYTES each, model_name a Hub model id. Raises UploadRefused."""
     card = dict(card or {})
-    unknown = sorted(set(card) - CARD_KEYS)
+    unknown = sorted(str(k) for k in set(card) - CARD_KEYS)
     if unknown:
+        names = safe_yaml.clip(str([safe_yaml.clip(k, 40) for k in unknown]), 200)
         raise UploadRefused(
-            f"unknown card field(s) {unknown}; allowed: {sorted(CARD_KEYS)}", 400, "card"
+            f"unknown card field(s) {names}; allowed: {sorted(CARD_KEYS)}", 400, "card"
         )
     card = {k: v for k, v in card.items() if v not in (None, "")}
+    for key, value in card.items():
+        problem = _card_field_problem(key, value)
+        if problem:
+            raise UploadRefused(f"{key} {problem}", 400, "card")
     check_card_links(card)
     return card
+
+
+def _card_field_problem(key: str, value: Any) -> str | None:
+    if key == "score":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, not a {type(value).__name__.replace('str', 'string')}"
+        return None if math.isfinite(value) else "must be a finite number"
+    if not isinstance(value, str):
+        return f"must be a string, not a {type(value).__name__.replace('dict', 'mapping')}"
+    size, cap = len(value.encode("utf-8")), safe_yaml.max_field_bytes()
+    if size > cap:
+        return f"is {size} bytes; a card field may hold at most {cap} (HUB_CARD_FIELD_MAX_BYTES)"
+    if key == "model_name" and not basemodels.is_hub_id(value):
+        return basemodels.not_a_hub_id(value)
+    return None
 
 
 # `github: @name` is a handle; anything with a scheme must be a web URL like `url`.
@@ -139,77 +161,78 @@ def create_upload(
             raise UploadRefused(f"{field} is required", 400, field)
     organisation = resolve_organisation(user, org, scoped_to)
     card = clean_card(card)
+    refused = retention.quota_error(user)
+    if refused:
+        raise UploadRefused(refused, 429, "archive")
+    # Read no more than the cap, or than the byte quota leaves: past either, nothing is stored.
+    cap = settings.HUB_UPLOAD_MAX_BYTES
+    quota_left = retention.quota_bytes_left(user)
     try:
-        blob = storage.store_stream(archive, max_size=settings.HUB_UPLOAD_MAX_BYTES)
+        limit = cap if quota_left is None else min(cap, quota_left)
+        with storage.spooled(archive, max_size=limit) as spool:
+            blob = storage.store_path(spool)
+            with transaction.atomic():
+                # The purge of rejected archives may have deleted these bytes since: under the
+                # blob's lock, store them again if so, then name them.
+                retention.lock_blob(blob.key)
+                if not storage.blob_exists(blob.key):
+                    storage.store_path(spool)
+                upload = Upload.objects.create(
+                    user=user,
+                    organisation=organisation,
+                    type=type.strip(),
+                    task=task.strip(),
+                    subtask=subtask.strip(),
+                    name=(name or "").strip(),
+                    version=(version or "").strip(),
+                    card=card,
+                    archive_key=blob.key,
+                    archive_sha256=blob.sha256,
+                    archive_size=blob.size,
+                    filename=(filename or "")[:255],
+                )
     except storage.TooLargeError:
+        if quota_left is not None and quota_left < cap:
+            raise UploadRefused(
+                retention.quota_error(user, quota_left + 1), 429, "archive"
+            ) from None
         raise UploadRefused(
-            f"the upload is larger than HUB_UPLOAD_MAX_BYTES ({settings.HUB_UPLOAD_MAX_BYTES} "
-            "bytes)",
-            413,
+            f"the upload is larger than HUB_UPLOAD_MAX_BYTES ({cap} bytes)", 413, "archive"
+        ) from None
+    except storage.StorageWriteError as exc:
+        log.error("upload refused, storage cannot write: %s", exc)
+        raise UploadRefused(
+            f"the hub cannot store uploads right now ({exc}); nothing was stored, try again later",
+            507 if exc.full else 503,
             "archive",
         ) from None
-    with transaction.atomic():
-        upload = Upload.objects.create(
-            user=user,
-            organisation=organisation,
-            type=type.strip(),
-            task=task.strip(),
-            subtask=subtask.strip(),
-            name=(name or "").strip(),
-            version=(version or "").strip(),
-            card=card,
-            archive_key=blob.key,
-            archive_sha256=blob.sha256,
-            archive_size=blob.size,
-            filename=(filename or "")[:255],
-        )
-        queue_validation(upload.pk)
+    # After the commit (now, or when the caller's transaction commits).
+    queue_validation(upload.pk)
     return upload
-
-
-def queue_validation(upload_id: int) -> None:
-    """Send the validation task once the current transaction commits (in-process when eager)."""
-    from hub_server.uploads.tasks import validate_upload_task
-
-    transaction.on_commit(lambda: validate_upload_task.delay(upload_id))
 
 
 # -- validation ----------------------------------------------------------------------------------
 
 
-def _claim(upload_id: int) -> Upload | None:
-    """Mark the upload validating (one more attempt); None when it is already final."""
-    with transaction.atomic():
-        upload = Upload.objects.select_for_update().filter(pk=upload_id).first()
-        if upload is None or upload.is_final:
-            return None
-        upload.status = Upload.Status.VALIDATING
-        upload.started_at = timezone.now()
-        upload.attempts += 1
-        upload.save(update_fields=["status", "started_at", "attempts"])
-        return upload
-
-
-def _finish(upload: Upload, status: str, report: list[dict], message: str, **fields) -> Upload:
-    upload.status = status
-    upload.report = report
-    upload.message = message
-    upload.finished_at = timezone.now()
-    for key, value in fields.items():
-        setattr(upload, key, value)
-    upload.save()
-    return upload
-
-
 def validate_upload(upload_id: int) -> Upload | None:
-    """Run the checks and publish, or reject with the report. Safe to run twice: a final upload
-    is left as it is, and an interrupted one is validated again from the start."""
-    upload = _claim(upload_id)
+    """Run the checks and publish, or reject with the report. Safe to run twice, and at once: the
+    claim (claims.py) lets one worker validate; a final upload is left as it is, and one whose
+    worker died is validated again from the start once its claim expired."""
+    upload = claims.claim_upload(upload_id)
     if upload is None:
         return Upload.objects.filter(pk=upload_id).first()
+    try:
+        with claims.leased(upload):
+            return _validate_claimed(upload)
+    except claims.ClaimLost as exc:
+        log.warning("%s; its result is left to that worker", exc)
+        return Upload.objects.filter(pk=upload_id).first()
+
+
+def _validate_claimed(upload: Upload) -> Upload:
     if upload.attempts > MAX_ATTEMPTS:
         report = [checks.skipped(name) for name in checks.CHECK_NAMES]
-        return _finish(
+        return claims.finish(
             upload,
             Upload.Status.REJECTED,
             report,
@@ -233,7 +256,7 @@ def validate_upload(upload_id: int) -> Upload | None:
         ok, report = checks.run_checks(validation)
         if not ok:
             failed = next(entry for entry in report if entry["ok"] is False)
-            return _finish(
+            return claims.finish(
                 upload,
                 Upload.Status.REJECTED,
                 report,
@@ -242,27 +265,41 @@ def validate_upload(upload_id: int) -> Upload | None:
             )
         started = time.perf_counter()
         try:
-            version, committed = publish_validated(upload, validation)
+            # The claim is checked and the row locked in the transaction that publishes: a worker
+            # that lost its claim publishes nothing.
+            with transaction.atomic():
+                claims.hold_claim(upload)
+                version, committed = publish_validated(upload, validation)
+                adapter = version.adapter
+                message = (
+                    f"published {adapter.unique_id} version {version.version} "
+                    f"({adapter.identifier}); card {card_path(adapter)} on branch "
+                    f"{committed.branch} at {committed.commit[:12]}"
+                )
+                report.append(checks.report_entry("publish", True, message, started))
+                return claims.finish(
+                    upload,
+                    Upload.Status.PUBLISHED,
+                    report,
+                    message,
+                    name=adapter.name,
+                    version=version.version,
+                    adapter_version=version,
+                    git_branch=committed.branch,
+                    git_commit=committed.commit,
+                )
         except (PublishError, hubrepo.HubRepositoryError) as exc:
             report.append(checks.report_entry("publish", False, str(exc), started))
-            return _finish(upload, Upload.Status.REJECTED, report, f"publish: {exc}")
-    adapter = version.adapter
-    message = (
-        f"published {adapter.unique_id} version {version.version} ({adapter.identifier}); card "
-        f"{card_path(adapter)} on branch {committed.branch} at {committed.commit[:12]}"
-    )
-    report.append(checks.report_entry("publish", True, message, started))
-    return _finish(
-        upload,
-        Upload.Status.PUBLISHED,
-        report,
-        message,
-        name=adapter.name,
-        version=version.version,
-        adapter_version=version,
-        git_branch=committed.branch,
-        git_commit=committed.commit,
-    )
+            return claims.finish(upload, Upload.Status.REJECTED, report, f"publish: {exc}")
+        except storage.StorageWriteError as exc:
+            # Nothing was published (the transaction rolled back before the card's commit); the
+            # upload is fine, the hub is not: validated again once the storage takes writes.
+            log.error("upload %s: publishing delayed: %s", upload.pk, exc)
+            return claims.release(
+                upload,
+                f"publishing delayed: {exc}; the upload passed its checks and is tried again "
+                f"every {settings.HUB_UPLOAD_SWEEP_SECONDS} s",
+            )
 
 
 def publish_validated(upload: Upload, v: checks.Validation):
@@ -320,31 +357,24 @@ def record_card_source(adapter: Adapter, path: str, content: str, blob: str) -> 
 # -- moderation and recovery ---------------------------------------------------------------------
 
 
-def requeue_stuck_uploads(older_than: timedelta | None = None) -> list[int]:
-    """Queue again the uploads left validating (a worker died past the redelivery) or pending
-    (the queue lost the message) for longer than the validation time limit."""
-    older_than = older_than or timedelta(seconds=settings.HUB_VALIDATION_TIME_LIMIT + 60)
-    cutoff = timezone.now() - older_than
-    stuck = list(
-        Upload.objects.filter(status=Upload.Status.VALIDATING, started_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    ) + list(
-        Upload.objects.filter(status=Upload.Status.PENDING, created_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
-    )
-    for pk in stuck:
-        log.warning("re-queueing upload %s, stuck since before %s", pk, cutoff)
-        queue_validation(pk)
-    return stuck
-
-
 def revalidate_upload(upload: Upload) -> None:
-    """A moderator's re-run: back to pending, validated again."""
+    """A moderator's re-run: back to pending, validated again (not once its archive was purged)."""
+    if upload.archive_purged_at is not None:
+        raise UploadRefused(
+            f"upload {upload.pk}: its archive was deleted after the retention period "
+            "(HUB_REJECTED_RETENTION_DAYS); it cannot be validated again",
+            409,
+        )
     with transaction.atomic():
         Upload.objects.filter(pk=upload.pk).update(
-            status=Upload.Status.PENDING, attempts=0, report=[], message="", finished_at=None
+            status=Upload.Status.PENDING,
+            attempts=0,
+            report=[],
+            message="",
+            finished_at=None,
+            queued_at=None,
+            claim_token="",
+            lease_expires_at=None,
         )
         queue_validation(upload.pk)
 

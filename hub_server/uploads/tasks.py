@@ -1,12 +1,13 @@
 """Celery tasks of the upload workflow: three lines each, calling a service, safe to run twice."""
 
+import logging
 import os
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
 from django.conf import settings
 
-from hub_server.uploads import services
+from hub_server.uploads import retention, services
 
 
 @shared_task(
@@ -24,6 +25,25 @@ def validate_upload_task(upload_id: int) -> str | None:
 @shared_task(name="hub_server.uploads.tasks.requeue_stuck_uploads_task")
 def requeue_stuck_uploads_task() -> list[int]:
     return services.requeue_stuck_uploads()
+
+
+@shared_task(name="hub_server.uploads.tasks.purge_rejected_uploads_task")
+def purge_rejected_uploads_task() -> dict:
+    return retention.purge_rejected_archives().as_dict()
+
+
+@worker_ready.connect
+def _sweep_on_start(sender=None, **kwargs) -> None:
+    # A worker (re)started after the broker was down: the uploads stored meanwhile are sent now,
+    # not at beat's next sweep.
+    from django.db import connection
+
+    try:
+        services.requeue_stuck_uploads()
+    except Exception:  # noqa: BLE001 - beat's sweep will do it
+        logging.getLogger(__name__).exception("the sweep at worker start failed")
+    finally:
+        connection.close()
 
 
 @worker_init.connect

@@ -2,8 +2,8 @@
 
 The sync commits outside the per-test transactions (django_db_blocker), so each test sees the
 291 cards and rolls back only its own writes; the package's teardown empties the catalogue again.
-The response cache is cleared before every test: a test's rolled-back writes must not leave
-cached pages behind.
+The read path's stores are emptied around every test (`clear_read_caches`): a test's rolled-back
+writes must not leave cached pages behind.
 """
 
 import uuid
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from django.core.cache import cache
 from django.test import override_settings
 
 from hub_server.catalog.models import (
@@ -24,7 +23,7 @@ from hub_server.catalog.models import (
     Task,
 )
 from hub_server.catalog.sync import sync_hub_repository
-from tests.conftest import SNAPSHOT, make_git_repo
+from tests.conftest import SNAPSHOT, clear_read_caches, make_git_repo
 
 
 @pytest.fixture(scope="package")
@@ -43,17 +42,18 @@ def catalog(django_db_setup, django_db_blocker, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def clear_response_cache():
-    from hub_server.api import search_index
-    from hub_server.api.filters import forget_reference_ids
-
-    cache.clear()
-    forget_reference_ids()  # its generation restarts with the cleared cache
-    search_index.forget()
+def clear_response_cache(request, django_db_blocker):
+    uses_db = request.node.get_closest_marker("django_db") or (
+        "django_db_setup" in request.fixturenames
+    )
+    if uses_db:
+        request.getfixturevalue("django_db_setup")
+        with django_db_blocker.unblock():  # a test counting queries counts its requests' own
+            clear_read_caches(read_generation=True)
+    else:
+        clear_read_caches()
     yield
-    cache.clear()
-    forget_reference_ids()
-    search_index.forget()
+    clear_read_caches()
 
 
 def snapshot_cards() -> list[dict]:

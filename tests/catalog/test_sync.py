@@ -206,7 +206,7 @@ def test_python_tag_is_an_error_and_never_executed(snapshot_repo, tmp_path):
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
-        ({"files": "not-a-list"}, "files", "is not of type 'array'"),
+        ({"files": "not-a-list"}, "files", "must be an array, not a string"),
         ({"task": "no-such-task"}, "task", "unknown task 'no-such-task'"),
         ({"config": {"using": "no-such-arch"}}, "config.using", "unknown architecture"),
         ({"default_version": "9"}, "default_version", "is not one of the versions"),

@@ -63,7 +63,7 @@ def test_future_method_names_its_issue(interop_dir: Path) -> None:
     with pytest.raises(AdapterConfigError, match="arrives with the issue"):
         model.load_adapter(interop_dir / "tiny-bert" / "prefix_tuning" / "a")
     with pytest.raises(AdapterConfigError, match="arrives with the issue"):
-        model.add_adapter("c", config="compacter")
+        model.add_adapter("c", config="prefix_tuning")
     assert "c" not in model.adapters_config.adapters
 
 

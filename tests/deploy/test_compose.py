@@ -167,3 +167,21 @@ def test_app_services_run_the_production_settings(config):
     # Only nginx publishes a port.
     published = [name for name, s in config["services"].items() if s.get("ports")]
     assert published == ["nginx"]
+
+
+def test_the_cache_redis_evicts_and_the_broker_redis_never_does(raw):
+    """maxmemory-policy is per Redis instance: the cache (allkeys-lru, capped) and the Celery
+    broker (noeviction: a queued task must never be dropped) are two instances."""
+
+    def flags(service: str) -> dict[str, str]:
+        command = raw["services"][service]["command"]
+        return {k.lstrip("-"): v for k, v in zip(command[1::2], command[2::2], strict=False)}
+
+    environment = raw["x-app-environment"]
+    broker = environment["CELERY_BROKER_URL"].split("//")[1].split(":")[0]
+    cache = environment["REDIS_URL"].split("//")[1].split(":")[0]
+    assert broker != cache
+    assert flags(broker)["maxmemory-policy"] == "noeviction"
+    assert flags(cache)["maxmemory-policy"] == "allkeys-lru"
+    assert flags(cache)["maxmemory"]
+    assert cache in raw["x-app"]["depends_on"]

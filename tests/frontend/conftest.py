@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from django.core.cache import cache
 
 from hub_server.catalog.models import SyncRun
 from hub_server.catalog.sync import sync_hub_repository
-from tests.conftest import ROOT, SNAPSHOT, make_git_repo
+from tests.conftest import ROOT, SNAPSHOT, clear_read_caches, make_git_repo
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls made by the test
 # itself (fixtures, assertions) are still synchronous and safe.
@@ -62,9 +61,9 @@ def snapshot_git(tmp_path_factory) -> Path:
 def synced_catalog(snapshot_git, transactional_db) -> Path:
     run = sync_hub_repository(str(snapshot_git))
     assert run.status == SyncRun.Status.SUCCEEDED and not run.errors, run.message
-    cache.clear()
+    clear_read_caches()
     yield snapshot_git
-    cache.clear()
+    clear_read_caches()
 
 
 @pytest.fixture(scope="session")

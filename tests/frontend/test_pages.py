@@ -4,14 +4,13 @@ the parameter formula of the size chart, and the error pages."""
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext, override_settings
 
 from frontend.sizes import KNOWN_BASE_MODELS, bottleneck_params, size_comparison
 from hub_server.catalog.models import Adapter, SyncRun
 from hub_server.catalog.sync import sync_hub_repository
-from tests.conftest import SNAPSHOT, make_git_repo
+from tests.conftest import SNAPSHOT, clear_read_caches, make_git_repo
 from tests.frontend.conftest import snapshot_cards
 
 SST2 = "/adapters/ukp/bert-base-uncased_sentiment_sst-2_pfeiffer/"
@@ -37,15 +36,15 @@ def catalog(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture
 def pages(catalog, db, client):
-    cache.clear()
+    clear_read_caches()
     yield client
-    cache.clear()
+    clear_read_caches()
 
 
 def queries_for(client, url: str) -> int:
     """Queries of a cold (uncached) render, after one render that warms per-process caches."""
     client.get(url)
-    cache.clear()
+    clear_read_caches(read_generation=True)
     with CaptureQueriesContext(connection) as ctx:
         response = client.get(url)
     assert response.status_code == 200, url
@@ -100,7 +99,7 @@ def test_adapter_page_queries_do_not_grow_with_versions_or_dependencies(pages):
 
 def test_fixed_query_budgets(pages, django_assert_max_num_queries):
     for url, budget in [("/", 5), ("/explore/", 2), ("/search/?q=sst-2", 40)]:
-        cache.clear()
+        clear_read_caches(read_generation=True)
         with django_assert_max_num_queries(budget):
             assert pages.get(url).status_code == 200
 

@@ -44,6 +44,18 @@ def demo_catalogue(db):
     return run
 
 
+@pytest.fixture
+def alice(demo_catalogue):
+    """A user who owns the organisation alice-lab, on the demo catalogue."""
+    from django.contrib.auth.models import User
+
+    from hub_server.accounts import services as accounts
+
+    user = User.objects.create(username="alice", email="alice@example.org")
+    accounts.create_organisation("alice-lab", owner=user)
+    return user
+
+
 def save_tiny_adapter(
     folder: Path,
     *,

@@ -20,13 +20,6 @@ from .conftest import zip_folder
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice(demo_catalogue):
-    user = User.objects.create(username="alice")
-    accounts.create_organisation("alice-lab", owner=user)
-    return user
-
-
 def client_for(user, scope="write") -> APIClient:
     _, secret = accounts.create_token(user, scope=scope)
     client = APIClient()

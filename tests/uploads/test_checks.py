@@ -10,22 +10,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
 
-from hub_server.accounts import services as accounts
 from hub_server.uploads import services
 from hub_server.uploads.models import Upload
 
 from .conftest import save_tiny_adapter, zip_folder
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice(demo_catalogue):
-    user = User.objects.create(username="alice", email="alice@example.org")
-    accounts.create_organisation("alice-lab", owner=user)
-    return user
 
 
 def upload(user, data: bytes, django_capture_on_commit_callbacks, **kwargs) -> Upload:

@@ -7,10 +7,8 @@ import io
 
 import pytest
 import yaml
-from django.contrib.auth.models import User
 
 from hub_server import storage
-from hub_server.accounts import services as accounts
 from hub_server.catalog.demo import demo_repository_path
 from hub_server.catalog.models import Adapter
 from hub_server.catalog.sync import ADAPTER_FIELDS, sync_hub_repository
@@ -21,13 +19,6 @@ from tests.conftest import git, make_git_repo
 from .conftest import zip_folder
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice(demo_catalogue):
-    user = User.objects.create(username="alice", email="alice@example.org")
-    accounts.create_organisation("alice-lab", owner=user)
-    return user
 
 
 def _publish(user, folder, capture, **kwargs) -> Upload:

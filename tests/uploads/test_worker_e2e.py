@@ -21,23 +21,9 @@ from hub_server.uploads.models import Upload
 from tests.conftest import ROOT
 
 from .conftest import TINY_BERT, save_tiny_adapter, zip_folder
-from .worker import Worker, restore_broker, use_broker
+from .worker import Worker, close_other_sessions, restore_broker, use_broker  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def close_other_sessions(django_db_blocker):
-    """The live server's request threads keep persistent connections to the test database; end
-    them so that the test database can be dropped at the end of the run."""
-    yield
-    from django.db import connection
-
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
 
 
 @pytest.fixture
@@ -148,7 +134,11 @@ def test_a_worker_killed_mid_validation_leaves_nothing_stuck(
     live_server, worker_factory, tmp_path, django_user_model
 ):
     load_demo_catalogue()
-    env = {"HUB_VALIDATION_TEST_DELAY": "4", "HUB_BROKER_VISIBILITY_TIMEOUT": "3"}
+    env = {
+        "HUB_VALIDATION_TEST_DELAY": "4",
+        "HUB_BROKER_VISIBILITY_TIMEOUT": "3",
+        "HUB_VALIDATION_LEASE_SECONDS": "3",
+    }
     first = worker_factory(**env).start()
     bob = User.objects.create(username="bob")
     accounts.create_organisation("lab", owner=bob)
@@ -165,12 +155,7 @@ def test_a_worker_killed_mid_validation_leaves_nothing_stuck(
     )
     assert response.status_code == 202, response.text
     upload_id = response.json()["id"]
-    deadline = time.monotonic() + 60
-    while Upload.objects.get(pk=upload_id).status != "validating":
-        assert time.monotonic() < deadline, first.output()
-        time.sleep(0.1)
-    time.sleep(1.0)  # inside the load check's delay
-    first.kill()
+    first.kill_mid_validation(upload_id)
     assert Upload.objects.get(pk=upload_id).status == "validating"
 
     second = Worker(tmp_path, env)

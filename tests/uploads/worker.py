@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
 from django.conf import settings
 from django.db import connection
@@ -41,6 +42,8 @@ class Worker:
             "HUB_PUBLISH_REPO": settings.HUB_PUBLISH_REPO,
             "HUB_PUBLISH_BRANCH": settings.HUB_PUBLISH_BRANCH,
             "PYTHONPATH": str(ROOT),
+            # What the worker itself sends (the sweep at its start) goes to its own queue.
+            "CELERY_TASK_DEFAULT_QUEUE": self.queue,
             **(extra_env or {}),
         }
         self.proc: subprocess.Popen | None = None
@@ -66,6 +69,18 @@ class Worker:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
 
+    def kill_mid_validation(self, upload_id: int, timeout: float = 60) -> None:
+        """SIGKILL this worker once it validates the upload, inside the load check's delay
+        (HUB_VALIDATION_TEST_DELAY)."""
+        from hub_server.uploads.models import Upload
+
+        deadline = time.monotonic() + timeout
+        while Upload.objects.get(pk=upload_id).status != "validating":
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        self.kill()
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -89,12 +104,12 @@ class Worker:
             )
 
 
-def use_broker(queue: str):
+def use_broker(queue: str, broker_url: str = BROKER_URL):
     """Point this process's Celery app (the live server's producer) at Redis and the queue."""
     from hub_server.celery import app
 
     saved = {k: app.conf.get(k) for k in ("broker_url", "task_always_eager", "task_default_queue")}
-    app.conf.update(broker_url=BROKER_URL, task_always_eager=False, task_default_queue=queue)
+    app.conf.update(broker_url=broker_url, task_always_eager=False, task_default_queue=queue)
     _forget_connections(app)
     return saved
 
@@ -111,3 +126,16 @@ def restore_broker(saved: dict) -> None:
 
     app.conf.update(saved)
     _forget_connections(app)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def close_other_sessions(django_db_blocker):
+    """Request threads of a live server and lease threads keep connections to the test database;
+    end them so that the test database can be dropped at the end of the run (import this fixture
+    into a test module to use it)."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
