@@ -32,5 +32,4 @@ SPEC = ArchitectureSpec(
     embeddings="embed_tokens",
     pooling="last",
     head_types=DECODER_HEADS,
-    unsupported={"vera": "VeRA with grouped-query attention is not supported by the reference"},
 )

@@ -33,5 +33,4 @@ SPEC = ArchitectureSpec(
     head_types=DECODER_HEADS,
     plugin=True,
     lm_model_class="transformers:Qwen2ForCausalLM",
-    unsupported={"vera": "VeRA with grouped-query attention is not supported by the reference"},
 )
