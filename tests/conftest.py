@@ -1,5 +1,6 @@
 """Fixtures shared by every test: where ../shared is, throw-away data dirs, git repositories."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,10 @@ SHARED = ROOT.parent / "shared"
 SNAPSHOT = SHARED / "hub-snapshot"
 DIST_EXAMPLES = SHARED / "hub-dist-examples" / "v2"
 INTEROP = SHARED / "interop" / "adapters-1.3.0"
+# The `adapterhub` CLI's own package; subprocesses that run `-m hub_server.cli` need it on the path
+# even where the editable install predates it.
+CLI_PACKAGE = ROOT / "clients" / "adapterhub-cli"
+PYTHONPATH = f"{ROOT}{os.pathsep}{CLI_PACKAGE}"
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",

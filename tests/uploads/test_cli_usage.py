@@ -13,14 +13,14 @@ import sys
 import threading
 
 from hub_server import cli
-from tests.conftest import ROOT
+from tests.conftest import PYTHONPATH, ROOT
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hub_server.cli", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "ADAPTERHUB_TOKEN": "ahub_x", **(env or {})},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "ADAPTERHUB_TOKEN": "ahub_x", **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -77,6 +77,6 @@ def test_usage_errors_exit_2_and_the_client_never_imports_torch():
     assert run("push").returncode == cli.EXIT_USAGE
     code = "import sys, hub_server.cli; sys.exit('torch' in sys.modules)"
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": PYTHONPATH}
     )
     assert result.returncode == 0

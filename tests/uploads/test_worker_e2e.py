@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from hub_server.accounts import services as accounts
 from hub_server.catalog.demo import load_demo_catalogue
 from hub_server.uploads.models import Upload
-from tests.conftest import ROOT
+from tests.conftest import PYTHONPATH, ROOT
 
 from .conftest import TINY_BERT, save_tiny_adapter, zip_folder
 from .worker import Worker, close_other_sessions, restore_broker, use_broker  # noqa: F401
@@ -50,7 +50,7 @@ def cli(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProc
     return subprocess.run(
         [sys.executable, "-m", "hub_server.cli", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, **env},
         capture_output=True,
         text=True,
         timeout=timeout,
