@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import pty
+import shutil
 import socket
 import struct
 import subprocess
@@ -32,9 +33,12 @@ def closed_port() -> int:
 
 
 def test_the_cli_installs_alone_with_only_requests_and_tqdm(tmp_path):
+    # Built from a copy, so the build leaves nothing in the repository.
+    source = tmp_path / "src"
+    shutil.copytree(CLI_PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(CLI_PACKAGE)],
+         "-w", str(tmp_path / "dist"), str(source)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("adapterhub_cli-*.whl")
