@@ -12,6 +12,23 @@ import torch
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 INTEROP = SHARED / "interop" / "adapters-1.3.0"
 
+# The tiny random base models of the interop fixtures and their model types, in fixture order.
+TINY_MODEL_TYPES = {
+    "tiny-bert": "bert",
+    "tiny-roberta": "roberta",
+    "tiny-distilbert": "distilbert",
+    "tiny-electra": "electra",
+    "tiny-deberta-v2": "deberta-v2",
+    "tiny-gpt2": "gpt2",
+    "tiny-bart": "bart",
+    "tiny-mbart": "mbart",
+    "tiny-t5": "t5",
+    "tiny-llama": "llama",
+    "tiny-mistral": "mistral",
+    "tiny-qwen2": "qwen2",
+    "tiny-modernbert": "modernbert",
+}
+
 
 def tiny_bert_config(**overrides: Any) -> Any:
     from transformers import BertConfig

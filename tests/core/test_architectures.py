@@ -13,7 +13,7 @@ from adapters_core.models import SPECS, ArchitectureSpecError
 from adapters_core.models.bert import SPEC as BERT_SPEC
 from adapters_core.models.spec import AdapterLocation, LayerStack, LinearSpec
 
-from .conftest import SHARED
+from .conftest import SHARED, TINY_MODEL_TYPES
 
 HUB_SNAPSHOT = SHARED / "hub-snapshot"
 
@@ -119,21 +119,7 @@ def test_a_method_refusing_an_architecture_shows_its_reason() -> None:
     assert "| llama |" in table and "no (1)" in table and "1. not on decoders" in table
 
 
-TINY = {
-    "tiny-bert": "bert",
-    "tiny-roberta": "roberta",
-    "tiny-distilbert": "distilbert",
-    "tiny-electra": "electra",
-    "tiny-deberta-v2": "deberta-v2",
-    "tiny-gpt2": "gpt2",
-    "tiny-bart": "bart",
-    "tiny-mbart": "mbart",
-    "tiny-t5": "t5",
-    "tiny-llama": "llama",
-    "tiny-mistral": "mistral",
-    "tiny-qwen2": "qwen2",
-    "tiny-modernbert": "modernbert",
-}
+TINY = TINY_MODEL_TYPES
 
 
 @pytest.mark.parametrize("arch", list(TINY))
