@@ -184,6 +184,11 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
             module = self.loras[name]
             if module.fused_add:
                 return module.add_to(out, x)
+            if module.use_dora and module.dora_add:
+                # DoRA, same as _combine's: m / norm * (out + B A x * scaling), the update
+                # accumulated onto out by the GEMM (no separate scaling and addition passes)
+                scale = module.m.weight.view(-1) / self._dora_norm(name, module)
+                return module.add_to(out, x) * scale.to(out.dtype)
             delta, gate = module(None, x)
             if gate is not None:
                 self._store_gate(name, gate)

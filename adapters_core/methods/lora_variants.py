@@ -79,6 +79,7 @@ class LoRAVariant(nn.Module):
         self.lora_dropout = Dropout(p=config.dropout) if config.dropout > 0 else None
         # plain additive LoRA on an unfused layer: one addmm onto the layer's output
         self.fused_add = False
+        self.dora_add = False
         if self.use_gating:
             self.gate = nn.Linear(in_features, gating_heads)
             nn.init.normal_(self.gate.weight, std=0.02, generator=_generator(config))
@@ -131,7 +132,10 @@ class LoRA(LoRAVariant):
         )
         self.lora_B = nn.Parameter(torch.zeros(self.out_rows, self.r, dtype=dtype))
         init_pair(self.lora_A, self.lora_B, config.init_weights, _generator(config))
-        self.fused_add = self.n_parts == 1 and not self.use_dora and not self.use_gating
+        # one product accumulated onto the layer's output (add_to): plain LoRA returns it,
+        # DoRA scales it by its magnitude over the norm
+        self.dora_add = self.n_parts == 1 and not self.use_gating
+        self.fused_add = self.dora_add and not self.use_dora
 
     def add_to(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``out + B A x * scaling`` with the last product accumulated onto ``out``."""
