@@ -22,7 +22,7 @@ from adapters_core import (
 )
 from adapters_core.errors import AdapterError, CompositionError
 from adapters_core.methods.base import ModelHandle
-from adapters_core.methods.lora import LinearTarget
+from adapters_core.methods.lora import LinearTarget, lora_layers
 from adapters_core.methods.lora_method import LoRAMethod
 from adapters_core.model_mixin import ModelAdaptersConfig
 
@@ -104,11 +104,15 @@ def test_merged_equals_unmerged_and_reset_restores_the_base(variant: str) -> Non
 
     model.merge_adapter("a")
     assert (_logits(model) - unmerged).abs().max() <= 1e-5
+    # a merged layer runs nn.Linear's own forward: no adapter code on the inference path
+    layers = lora_layers(model)
+    assert layers and all(type(m).forward is nn.Linear.forward for m in layers)
     # merged weights serve every setup: the adapter is inside the layer now
     model.set_active_adapters(None)
     assert (_logits(model, head="a") - unmerged).abs().max() <= 1e-5
 
     model.reset_adapter()
+    assert all(type(m).forward is not nn.Linear.forward for m in layers)
     assert (_logits(model, head="a") - plain).abs().max() <= 1e-5
     state = model.state_dict()
     for key, value in base_weights.items():
