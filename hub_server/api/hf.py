@@ -2,9 +2,10 @@
 
 A hosted adapter `org/name` is a model repo. Every hosted version is a revision named after the
 version, `main` is the default version, and each revision has a 40-hex commit sha derived from
-what it serves (the archive's sha256 and the generated README), so `(sha, path) -> bytes` never
-changes. A revision's files are the archive's members (both weight formats) plus a README.md
-model card generated from the catalogue. Weights are presented as LFS files (ETag = sha256),
+what it serves (the archive's sha256 and its README), stored on the version when published, so
+`(sha, path) -> bytes` never changes. A revision's files are the archive's members (both weight
+formats) plus a README.md: the one a client pushed, else a model card generated from the catalogue
+at publish time (both stored with the version). Weights are presented as LFS files (ETag = sha256),
 other files as regular git blobs (ETag = W/"<git blob id>"). No Xet headers or fields, ever.
 """
 
@@ -208,9 +209,39 @@ def find_repo(org: str, name: str) -> tuple[Adapter, list[AdapterVersion]]:
     return adapter, versions
 
 
+def revision_sha(adapter: Adapter, version: AdapterVersion, readme: bytes) -> str:
+    seed = "\0".join(
+        [
+            "adapterhub-hf",
+            adapter.org,
+            adapter.name,
+            version.version,
+            archive_sha256(version),
+            hashlib.sha256(readme).hexdigest(),
+        ]
+    )
+    return hashlib.sha1(seed.encode()).hexdigest()
+
+
+def freeze_revision(adapter: Adapter, version: AdapterVersion) -> None:
+    """Fix this version's README.md and commit sha for good (at publish; lazily for versions
+    published before they were stored): a pushed README stays, else the generated one."""
+    if version.hf_sha:
+        return
+    readme = version.hf_readme.encode("utf-8") if version.hf_readme else None
+    if readme is None:
+        readme = render_readme(adapter, version, card_metadata(adapter))
+    version.hf_readme = readme.decode("utf-8")
+    version.hf_sha = revision_sha(adapter, version, readme)
+    AdapterVersion.objects.filter(pk=version.pk, hf_sha="").update(
+        hf_readme=version.hf_readme, hf_sha=version.hf_sha
+    )
+
+
 def build_revision(adapter: Adapter, version: AdapterVersion) -> Revision:
+    freeze_revision(adapter, version)
     metadata = card_metadata(adapter)
-    readme = render_readme(adapter, version, metadata)
+    readme = version.hf_readme.encode("utf-8")
     readme_sha = hashlib.sha256(readme).hexdigest()
     files = [
         RepoFile(f.path, f.size, f.sha256, f.git_oid, key=f.storage_key)
@@ -219,18 +250,7 @@ def build_revision(adapter: Adapter, version: AdapterVersion) -> Revision:
     ]
     files.append(RepoFile("README.md", len(readme), readme_sha, git_blob_oid(readme), data=readme))
     files.sort(key=lambda f: f.path)
-    seed = "\0".join(
-        [
-            "adapterhub-hf",
-            adapter.org,
-            adapter.name,
-            version.version,
-            archive_sha256(version),
-            readme_sha,
-        ]
-    )
-    sha = hashlib.sha1(seed.encode()).hexdigest()
-    return Revision(adapter, version, sha, metadata, files)
+    return Revision(adapter, version, version.hf_sha, metadata, files)
 
 
 def resolve_revision(org: str, name: str, rev: str) -> Revision:
@@ -249,9 +269,9 @@ def resolve_revision(org: str, name: str, rev: str) -> Revision:
         return build_revision(adapter, named)
     if SHA_RE.match(rev):
         for version in versions:
-            revision = build_revision(adapter, version)
-            if revision.sha == rev:
-                return revision
+            freeze_revision(adapter, version)
+            if version.hf_sha == rev:
+                return build_revision(adapter, version)
     raise HfError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
 
 

@@ -171,6 +171,12 @@ class AdapterVersion(models.Model):
     )
     file_error = models.TextField(blank=True)
     downloads = models.PositiveBigIntegerField(default=0)
+    # The /hf/ view of this version, frozen when first published (or first read, for versions
+    # older than these fields): its README.md (the one a client pushed, else one generated from
+    # the catalogue) and its commit sha, so `revision=<sha>` keeps resolving to the same bytes
+    # whatever later happens to the adapter's card.
+    hf_readme = models.TextField(blank=True)
+    hf_sha = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -195,6 +195,7 @@ class Card:
     subtask: str = ""
     base_model: str = ""
     description: str = ""
+    why: str = ""  # why the `datasets:` entry gave no subtask
 
 
 def read_card(readme: bytes | None, type: str = "text_task") -> Card:
@@ -218,9 +219,14 @@ def read_card(readme: bytes | None, type: str = "text_task") -> Card:
             matches = matches.filter(task__task=card.task)
         if card.subtask:
             matches = matches.filter(subtask=card.subtask)
-        found = list(matches[:2])
+        found = list(matches[:5])
         if len(found) == 1:
             card.task, card.subtask = found[0].task.task, found[0].subtask
+        elif found:
+            names = ", ".join(f"{s.task.task}/{s.subtask}" for s in found)
+            card.why = f"its `datasets:` {datasets} match several subtasks ({names}); "
+        elif datasets:
+            card.why = f"no subtask has the Hugging Face dataset of its `datasets:` {datasets}; "
     base = _strings(meta.get("base_model"))
     card.base_model = base[0] if base else ""
     text = body.strip()
@@ -270,12 +276,19 @@ def commit_upload(*, user, token, org: str, name: str, commit: Commit) -> Upload
     task = card.task or (adapter.task.task if adapter else "")
     subtask = card.subtask or (adapter.subtask.subtask if adapter else "")
     if not task:
-        raise UploadRefused(f"{org}/{name}: no task given; {HOW_TO_GIVE_TASK}", 422, "task")
+        raise UploadRefused(
+            f"{org}/{name}: no task given; {card.why}{HOW_TO_GIVE_TASK}", 422, "task"
+        )
     if not subtask:
-        raise UploadRefused(f"{org}/{name}: no subtask given; {HOW_TO_GIVE_TASK}", 422, "subtask")
+        raise UploadRefused(
+            f"{org}/{name}: no subtask given; {card.why}{HOW_TO_GIVE_TASK}", 422, "subtask"
+        )
     extra: dict[str, Any] = {}
     if card.description:
         extra["description"] = card.description
+    if readme is not None and len(readme) <= settings.HUB_CARD_FIELD_MAX_BYTES:
+        # served as this version's README.md (a larger one: the hub generates one instead)
+        extra["hf_readme"] = readme.decode("utf-8", "replace")
     summary = commit.summary.strip()
     if summary and summary not in DEFAULT_SUMMARIES:
         extra["version_description"] = summary[:1000]

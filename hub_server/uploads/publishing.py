@@ -55,7 +55,14 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The only config keys a Hub card may override on top of its architecture (the card schema).
 OVERRIDABLE = ("non_linearity", "reduction_factor")
 CARD_FIELDS = ("author", "email", "url", "github", "twitter", "citation", "description")
-CARD_EXTRA_KEYS = {*CARD_FIELDS, "model_name", "model_class", "version_description", "score"}
+CARD_EXTRA_KEYS = {
+    *CARD_FIELDS,
+    "model_name",
+    "model_class",
+    "version_description",
+    "score",
+    "hf_readme",
+}
 # Zip members get this timestamp so the same content always gives the same archive bytes.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -155,8 +162,15 @@ def publish_adapter_folder(
     }
     card = {k: str(extra[k]).strip() for k in CARD_FIELDS if extra.get(k)}
     with transaction.atomic():
+        earlier = Adapter.objects.filter(org=org, name=name).first()
+        if earlier is not None:
+            freeze_hf_revisions(earlier)  # before the new card changes what they would show
         row, created = _write_adapter(org, name, adapter_values, card)
         published = _write_version(row, version, archive, members, extra)
+        if published[1] and not published[0].hf_sha:
+            published[0].hf_readme = str(extra.get("hf_readme") or "")
+            published[0].save(update_fields=["hf_readme"])
+        freeze_hf_revisions(row)
     if created or published[1]:
         transaction.on_commit(
             lambda: catalog_changed.send(sender=AdapterVersion, version=published[0])
@@ -350,6 +364,13 @@ def write_archive(root: Path, members: list[str], target: Path) -> None:
 
 
 # -- rows ---------------------------------------------------------------------------------------
+
+
+def freeze_hf_revisions(adapter: Adapter) -> None:
+    from hub_server.api.hf import freeze_revision
+
+    for v in adapter.versions.filter(hf_sha="", file_status=AdapterVersion.FileStatus.HOSTED):
+        freeze_revision(adapter, v)
 
 
 def _write_adapter(

@@ -40,7 +40,7 @@ from hub_server.weburl import is_web_url, link_target, web_url_problem
 
 log = logging.getLogger(__name__)
 
-CARD_KEYS = {*CARD_FIELDS, "model_name", "model_class", "version_description", "score"}
+CARD_KEYS = {*CARD_FIELDS, "model_name", "model_class", "version_description", "score", "hf_readme"}
 # A redelivered validation that was interrupted this many times is rejected (a poison upload
 # that kills its worker must not take the queue down with it).
 MAX_ATTEMPTS = 3

@@ -282,3 +282,44 @@ def test_whoami_answers_for_a_hub_token(endpoint):
         f"{endpoint}/api/whoami-v2", headers={"Authorization": "Bearer ahub_wrong"}, timeout=10
     )
     assert wrong.status_code == 401
+
+
+def test_an_old_sha_keeps_its_bytes_after_the_card_changes(repo, endpoint, tmp_path):
+    """Each version's README.md and commit sha are fixed when it is published: editing the
+    adapter's description later changes neither, so `revision=<old sha>` still resolves."""
+    first, _ = repo
+    api = HfApi(endpoint=endpoint, token=False)
+    old_sha = api.list_repo_commits(REPO)[-1].commit_id
+    before = Path(hf_hub_download(REPO, "README.md", revision=old_sha, endpoint=endpoint,
+                                  cache_dir=tmp_path / "a", token=False)).read_bytes()  # fmt: skip
+    Adapter.objects.filter(org=ORG).update(description="A description written later.")
+    assert [c.commit_id for c in api.list_repo_commits(REPO)][-1] == old_sha
+    after = Path(hf_hub_download(REPO, "README.md", revision=old_sha, endpoint=endpoint,
+                                 cache_dir=tmp_path / "b", token=False)).read_bytes()  # fmt: skip
+    assert after == before and b"written later" not in after
+    assert AdapterVersion.objects.get(pk=first.pk).hf_sha == old_sha
+
+
+def test_versions_published_before_frozen_shas_are_frozen_on_first_read(repo, endpoint):
+    first, _ = repo
+    sha = AdapterVersion.objects.get(pk=first.pk).hf_sha
+    AdapterVersion.objects.filter(pk=first.pk).update(hf_sha="", hf_readme="")
+    api = HfApi(endpoint=endpoint, token=False)
+    assert api.model_info(REPO, revision="1").sha == sha  # same formula, same card
+    assert AdapterVersion.objects.get(pk=first.pk).hf_sha == sha
+
+
+def test_publishing_a_new_card_leaves_the_older_versions_readme(
+    catalogue, saved_adapter, other_adapter
+):
+    """Frozen at its own publish; one published before the frozen fields (none stored, nobody
+    read it yet) is frozen before a new version's card replaces the adapter's."""
+    first = publish_adapter_folder(saved_adapter, task=TASK, subtask=SUBTASK, org=ORG)
+    assert AdapterVersion.objects.get(pk=first.pk).hf_sha
+    AdapterVersion.objects.filter(pk=first.pk).update(hf_sha="", hf_readme="")
+    publish_adapter_folder(
+        other_adapter, task=TASK, subtask=SUBTASK, org=ORG,
+        card_extra={"description": "Card of version 2."},
+    )  # fmt: skip
+    first.refresh_from_db()
+    assert first.hf_sha and "Card of version 2." not in first.hf_readme

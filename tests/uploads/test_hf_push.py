@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import redis
 import torch
 from django.contrib.auth.models import User
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from hub_server.accounts import services as accounts
 from hub_server.catalog.demo import load_demo_catalogue
-from hub_server.catalog.models import Adapter
+from hub_server.catalog.models import Adapter, Subtask
 from hub_server.uploads.models import Upload
 from tests.hosting import test_hf
 
@@ -31,6 +32,7 @@ close_other_sessions = test_worker_e2e.close_other_sessions
 hf_client = test_hf.hf_client
 
 TAGS = {"tags": ["task:sentiment", "subtask:demo-reviews"]}
+CITED = "@misc{second-version}"
 IDS = torch.tensor([[2, 45, 99, 300, 7, 12]])
 
 
@@ -82,7 +84,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 @pytest.mark.slow
-def test_push_adapter_to_hub_publishes_versions_that_load_back(hub, worker_factory):
+def test_push_adapter_to_hub_publishes_versions_that_load_back(hub, worker_factory, tmp_path):
     import hf_xet  # noqa: F401  (present: the client takes its Xet upload pipeline)
 
     api, secret = hub
@@ -99,6 +101,8 @@ def test_push_adapter_to_hub_publishes_versions_that_load_back(hub, worker_facto
     assert (adapter.task.task, adapter.subtask.subtask) == ("sentiment", "demo-reviews")
     assert torch.allclose(loaded("lab/tiny-sentiment"), logits(first), atol=1e-6)
     old_sha = api.model_info("lab/tiny-sentiment").sha
+    first_readme = readme_at(api, old_sha, tmp_path / "r1")
+    assert "task:sentiment" in first_readme and "AdapterHub identifier" not in first_readme
 
     # exist_ok: creating the published repo again is fine; without it, a conflict
     api.create_repo("lab/tiny-sentiment", exist_ok=True)
@@ -107,7 +111,10 @@ def test_push_adapter_to_hub_publishes_versions_that_load_back(hub, worker_facto
     assert exc.value.response.status_code == 409
 
     second = trained_model(seed=2)
-    second.push_adapter_to_hub("lab/tiny-sentiment", "a", token=secret, adapter_card_kwargs=TAGS)
+    Adapter.objects.filter(pk=adapter.pk).update(description="Edited later on the hub.")
+    second.push_adapter_to_hub(
+        "lab/tiny-sentiment", "a", token=secret, adapter_card_kwargs={**TAGS, "citation": CITED}
+    )
     versions = list(adapter.versions.order_by("position").values_list("version", flat=True))
     assert versions == ["1", "2"]
     assert torch.allclose(loaded("lab/tiny-sentiment"), logits(second), atol=1e-6)
@@ -117,6 +124,25 @@ def test_push_adapter_to_hub_publishes_versions_that_load_back(hub, worker_facto
     assert [c.commit_id for c in commits][1:] == [old_sha]
     assert commits[0].commit_id == api.model_info("lab/tiny-sentiment").sha != old_sha
     assert commits[0].authors == ["alice"]
+    # the pushed README of each version, under its sha for good
+    assert readme_at(api, commits[0].commit_id, tmp_path / "r2").count(CITED) == 1
+    assert readme_at(api, old_sha, tmp_path / "r3") == first_readme
+    old = Path(
+        snapshot_download(
+            "lab/tiny-sentiment", revision=old_sha, endpoint=api.endpoint, cache_dir=tmp_path / "s"
+        )
+    )
+    assert (old / "README.md").read_text() == first_readme
+    assert sorted(p.name for p in old.iterdir()) == sorted(
+        ["README.md", *(f.path for f in adapter.versions.get(version="1").files.all())]
+    )
+
+
+def readme_at(api, revision: str, cache) -> str:
+    path = hf_hub_download(
+        "lab/tiny-sentiment", "README.md", revision=revision, endpoint=api.endpoint, cache_dir=cache
+    )
+    return Path(path).read_text()
 
 
 @pytest.mark.slow
@@ -195,26 +221,61 @@ def test_refusals_that_need_no_validation(hub, tmp_path, settings):
     assert Upload.objects.count() == 0 and not Adapter.objects.filter(org="lab").exists()
 
 
-def test_a_commit_still_validating_says_where_to_watch_it(hub, tmp_path, settings):
-    """No worker consumes the queue here: past HUB_HF_COMMIT_WAIT the client gets an error that
-    links the upload's status page, and nothing is served."""
+def push_unconsumed(api, settings, repo_id: str, folder) -> HfHubHTTPError:
+    """Push `folder` while no worker consumes the queue: past HUB_HF_COMMIT_WAIT (1 s) the
+    client's error; the upload stays queued."""
     from .worker import BROKER_URL, restore_broker, use_broker
 
-    api, _ = hub
     settings.HUB_HF_COMMIT_WAIT = 1
     saved = use_broker("uploads-test-nobody-listens")
     try:
-        folder = save_tiny_adapter(tmp_path / "adapter", steps=1)
-        (folder / "README.md").write_text(
-            "---\ntags: [task:sentiment, subtask:demo-reviews]\n---\n"
-        )
         with pytest.raises(HfHubHTTPError) as exc:
-            api.upload_folder(repo_id="lab/slow", folder_path=str(folder))
+            api.upload_folder(repo_id=repo_id, folder_path=str(folder))
     finally:
         restore_broker(saved)
         redis.Redis.from_url(BROKER_URL).delete("uploads-test-nobody-listens")
+    return exc.value
+
+
+def test_a_commit_still_validating_says_where_to_watch_it(hub, tmp_path, settings):
+    """No worker consumes the queue here: past HUB_HF_COMMIT_WAIT the client gets an error that
+    links the upload's status page, and nothing is served."""
+    api, _ = hub
+    folder = save_tiny_adapter(tmp_path / "adapter", steps=1)
+    (folder / "README.md").write_text("---\ntags: [task:sentiment, subtask:demo-reviews]\n---\n")
+    error = push_unconsumed(api, settings, "lab/slow", folder)
     upload = Upload.objects.get()
-    assert exc.value.response.status_code == 409
-    assert "still running" in str(exc.value) and f"/uploads/{upload.pk}/" in str(exc.value)
+    assert error.response.status_code == 409
+    assert "still running" in str(error) and f"/uploads/{upload.pk}/" in str(error)
     with pytest.raises(RepositoryNotFoundError):
         api.model_info("lab/slow")
+
+
+def test_a_datasets_entry_matching_one_subtask_places_the_adapter(hub, tmp_path, settings):
+    """No task/subtask tags: `datasets: [glue]` is sentiment/sst-2's dataset and only its."""
+    api, _ = hub
+    folder = save_tiny_adapter(tmp_path / "adapter", steps=1)
+    (folder / "README.md").write_text("---\ndatasets: [glue]\ntags: [adapter-transformers]\n---\n")
+    assert push_unconsumed(api, settings, "lab/by-dataset", folder).response.status_code == 409
+    upload = Upload.objects.get()
+    assert (upload.task, upload.subtask) == ("sentiment", "sst-2")
+
+
+def test_a_datasets_entry_matching_no_or_several_subtasks_says_how_to_tag(hub, tmp_path):
+    api, _ = hub
+    folder = save_tiny_adapter(tmp_path / "adapter", steps=1)
+    (folder / "README.md").write_text("---\ndatasets: [no-such-dataset]\n---\n")
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.upload_folder(repo_id="lab/by-dataset", folder_path=str(folder))
+    assert exc.value.response.status_code == 422
+    assert "no subtask has the Hugging Face dataset" in str(exc.value)
+    assert "task:<task>" in str(exc.value) and "subtask:<subtask>" in str(exc.value)
+
+    Subtask.objects.filter(subtask="multinli").update(hf_datasets_id="glue")
+    (folder / "README.md").write_text("---\ndatasets: [glue]\n---\n")
+    with pytest.raises(HfHubHTTPError) as exc:
+        api.upload_folder(repo_id="lab/by-dataset", folder_path=str(folder))
+    assert exc.value.response.status_code == 422
+    assert "match several subtasks" in str(exc.value) and "sentiment/sst-2" in str(exc.value)
+    assert "task:<task>" in str(exc.value)
+    assert Upload.objects.count() == 0 and not Adapter.objects.filter(org="lab").exists()
