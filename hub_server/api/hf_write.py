@@ -24,8 +24,7 @@ from hub_server.api.hf import (
     object_id,
     resolve_revision,
 )
-from hub_server.catalog.models import AdapterVersion
-from hub_server.catalog.signals import catalog_changed
+from hub_server.catalog import cache
 from hub_server.uploads import hf_commits
 from hub_server.uploads.models import Upload
 from hub_server.uploads.publishing import NAME_RE
@@ -209,9 +208,9 @@ def commit(request: HttpRequest, org: str, name: str, rev: str) -> HttpResponse:
             "ValidationPending",
         )
     version = upload.adapter_version
-    # The worker bumped the catalogue's generation; say it here too, so that this process's
-    # cached /hf/ reads (a per-process cache without Redis) show the commit to its author at once.
-    catalog_changed.send(sender=AdapterVersion, version=version)
+    # The worker already advanced the catalogue's generation in the database: read it now rather
+    # than within the recheck window, so this process's /hf/ reads show the commit to its author.
+    cache.clock.expire()
     revision = build_revision(version.adapter, version)
     return JsonResponse(
         {
