@@ -3,7 +3,7 @@ layout the hub's base-model fetch (and huggingface_hub) reads. Python standard l
 runs in any container or CI job with no install: tests and the docker smoke start it to give
 validators a base model with no network.
 
-    python scripts/hf_model_endpoint.py ROOT [--host 127.0.0.1] [--port 8765]
+    python scripts/hf_model_endpoint.py ROOT [--host 127.0.0.1] [--port 8765] [--delay SECONDS]
 
 A model is ROOT/<name>/ or ROOT/<org>/<name>/ (a folder that holds files directly). Routes:
 
@@ -17,7 +17,7 @@ A model is ROOT/<name>/ or ROOT/<org>/<name>/ (a folder that holds files directl
 The only revisions are "main" and the model's sha (a digest of its files' names and sha256), so a
 client that pins the sha it read gets exactly those files. Unknown repository, revision or file
 answer 404 with the X-Error-Code the Hub sends (RepositoryNotFound, RevisionNotFound,
-EntryNotFound). It prints "serving ROOT on http://HOST:PORT" once listening (--port 0 picks a free
+EntryNotFound). --delay holds each file's body that long (tests of two fetches at once). It prints "serving ROOT on http://HOST:PORT" once listening (--port 0 picks a free
 port).
 """
 
@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -119,6 +120,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "hf-model-endpoint/1"
     protocol_version = "HTTP/1.1"
     models: ModelRoot  # set on the subclass made in serve()
+    delay: float = 0.0
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
@@ -255,6 +257,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not send_body or not size:
             return
+        if self.delay:
+            time.sleep(self.delay)
         with path.open("rb") as handle:
             handle.seek(start)
             left = end - start + 1
@@ -286,8 +290,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def serve(root: Path, host: str, port: int) -> ThreadingHTTPServer:
-    handler = type("ModelHandler", (Handler,), {"models": ModelRoot(root)})
+def serve(root: Path, host: str, port: int, delay: float = 0.0) -> ThreadingHTTPServer:
+    handler = type("ModelHandler", (Handler,), {"models": ModelRoot(root), "delay": delay})
     return ThreadingHTTPServer((host, port), handler)
 
 
@@ -300,10 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get("HF_MODEL_ENDPOINT_PORT", "8765"))
     )
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each file body")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.error(f"{args.root} is not a folder")
-    server = serve(args.root, args.host, args.port)
+    server = serve(args.root, args.host, args.port, args.delay)
     host, port = server.server_address[:2]
     print(f"serving {args.root.resolve()} on http://{host}:{port}", flush=True)
     try:
