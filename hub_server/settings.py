@@ -209,6 +209,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker child whose resident memory passed this after a task is replaced by a fresh one (the
+# base models it loaded go with it); 0 turns it off. Applies to the prefork pool (compose's).
+HUB_WORKER_MAX_MEMORY_MB = env_int("HUB_WORKER_MAX_MEMORY_MB", 4096)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = HUB_WORKER_MAX_MEMORY_MB * 1024 or None  # KiB
 # A message a dead worker never acknowledged goes back to the queue after this many seconds (Redis);
 # longer than the longest task, or a running task would be delivered twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -357,6 +361,16 @@ SPECTACULAR_SETTINGS = {
 }
 
 HUB_BASE_MODELS = json.loads(os.environ.get("HUB_BASE_MODELS") or "{}")
+# Base models validators fetch on first use (hub_server/uploads/basemodel_cache.py): from this
+# Hugging-Face-compatible endpoint ("" = never fetch), only ids matching the allow-list (fnmatch;
+# empty = the catalogue's base models), into a cache bounded by bytes (least recently used out).
+HUB_BASE_MODEL_ENDPOINT = os.environ.get("HUB_BASE_MODEL_ENDPOINT", "https://huggingface.co")
+HUB_BASE_MODEL_ALLOW = env_list("HUB_BASE_MODEL_ALLOW", [])
+# Empty: $HUB_DATA_DIR/base-models.
+HUB_BASE_MODEL_CACHE_DIR = os.environ.get("HUB_BASE_MODEL_CACHE_DIR", "")
+HUB_BASE_MODEL_CACHE_MAX_BYTES = env_int("HUB_BASE_MODEL_CACHE_MAX_BYTES", 20 * 1024**3)
+# The files of one base model together (a larger model is refused, not fetched).
+HUB_BASE_MODEL_MAX_BYTES = env_int("HUB_BASE_MODEL_MAX_BYTES", 5 * 1024**3)
 
 # Contributor uploads (docs/uploads.md): caps on what a request stores and a worker validates.
 HUB_UPLOAD_MAX_BYTES = env_int("HUB_UPLOAD_MAX_BYTES", 512 * 1024**2)

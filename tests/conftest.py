@@ -60,6 +60,8 @@ def snapshot_repo(tmp_path) -> Path:
 def hub_data_dir(tmp_path, settings) -> Path:
     """Every test gets its own HUB_DATA_DIR (working clones, files, cache)."""
     settings.HUB_DATA_DIR = tmp_path / "hub-data"
+    # Tests never reach the network: a test that fetches base models names its local endpoint.
+    settings.HUB_BASE_MODEL_ENDPOINT = ""
     return settings.HUB_DATA_DIR
 
 

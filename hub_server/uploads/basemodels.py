@@ -1,9 +1,11 @@
 """The base models validation loads: HUB_BASE_MODELS (model name -> local folder) first, then the
-transformers cache, never the network. A model name is a Hub model id (`HUB_ID_RE`), never a path:
-names come from uploads, and transformers reads any existing folder it is given (an absolute path,
-or an id that happens to name a folder in the worker's working directory), so a cached model is
-found by its id in the cache's layout and loaded from that snapshot folder. A registered folder with only a config.json gives the
-real architecture with random weights, enough to check shapes and wiring.
+hub's base-model cache, then the transformers cache, and last a fetch of an allowed model from
+HUB_BASE_MODEL_ENDPOINT into the hub's cache (basemodel_cache.py). A model name is a Hub model id
+(`HUB_ID_RE`), never a path: names come from uploads, and transformers reads any existing folder it
+is given (an absolute path, or an id that happens to name a folder in the worker's working
+directory), so a cached model is found by its id in the cache's layout and loaded from that
+folder. A registered folder with only a config.json gives the real architecture with random
+weights, enough to check shapes and wiring.
 
 Each worker process keeps the models it loaded (an LRU keyed by name) and hands out copies.
 """
@@ -19,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+
+from hub_server.uploads import basemodel_cache
+from hub_server.uploads.basemodel_cache import (  # noqa: F401 (the errors validators catch)
+    BaseModelFetchDelayed,
+    BaseModelNotAllowed,
+    BaseModelUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +47,6 @@ _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 HUB_ID_RE = re.compile(rf"^(?:{_PART}/)?{_PART}$")
 
 
-class BaseModelUnavailable(Exception):
-    """The base model of an upload cannot be loaded by this hub's validators."""
-
-
 @dataclass(frozen=True)
 class BaseModelSource:
     name: str
@@ -51,6 +56,8 @@ class BaseModelSource:
     model_type: str
     hidden_size: int | None
     vocab_size: int | None
+    # In the hub's base-model cache: read under its lock, so that no eviction removes it meanwhile.
+    cached: bool = False
 
 
 def is_hub_id(name: str) -> bool:
@@ -84,7 +91,9 @@ def registry() -> dict[str, str]:
     return entries
 
 
-def _source(name: str, location: str, config: Any, pretrained: bool) -> BaseModelSource:
+def _source(
+    name: str, location: str, config: Any, pretrained: bool, cached: bool = False
+) -> BaseModelSource:
     return BaseModelSource(
         name=name,
         location=location,
@@ -92,6 +101,7 @@ def _source(name: str, location: str, config: Any, pretrained: bool) -> BaseMode
         model_type=str(getattr(config, "model_type", "")),
         hidden_size=getattr(config, "hidden_size", None),
         vocab_size=getattr(config, "vocab_size", None),
+        cached=cached,
     )
 
 
@@ -122,12 +132,13 @@ def resolve_base_model(name: str) -> BaseModelSource:
         config = AutoConfig.from_pretrained(str(path))
         pretrained = any((path / f).is_file() for f in WEIGHT_FILES)
         return _source(name, str(path), config, pretrained)
-    snapshot = _cached_snapshot(name)
+    snapshot = None if basemodel_cache.cached_folder(name) else _cached_snapshot(name)
     if snapshot is None:
-        raise BaseModelUnavailable(
-            f"base model {name} is not available to this hub's validators (neither in "
-            "HUB_BASE_MODELS nor in the transformers cache)"
-        )
+        # The hub's cache, fetching the model first when it is allowed and not there yet.
+        with basemodel_cache.using(name) as folder:
+            config = AutoConfig.from_pretrained(str(folder))
+            pretrained = any((folder / f).is_file() for f in WEIGHT_FILES)
+            return _source(name, str(folder), config, pretrained, cached=True)
     config = AutoConfig.from_pretrained(str(snapshot))
     pretrained = any((snapshot / f).is_file() for f in WEIGHT_FILES)
     return _source(name, str(snapshot), config, pretrained)
@@ -135,6 +146,13 @@ def resolve_base_model(name: str) -> BaseModelSource:
 
 @functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
 def _pristine_model(source: BaseModelSource) -> Any:
+    if source.cached:
+        with basemodel_cache.using(source.name):
+            return _load(source)
+    return _load(source)
+
+
+def _load(source: BaseModelSource) -> Any:
     import torch
     from transformers import AutoConfig
 

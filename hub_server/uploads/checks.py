@@ -4,7 +4,8 @@ to change (warehouse's forklift style). They share a `Validation` that carries w
 learned (the extracted folder, the configs, the base model, the loaded model).
 
 `run_checks` runs them in order, stops at the first failure and returns the report: one entry
-(name, ok, message, duration_ms) per check, the checks not reached marked skipped (ok None).
+(name, ok, message, duration_ms) per check, the checks not reached marked skipped (ok None). A
+check that cannot run for a fault of this hub raises ValidationDelayed through it instead.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ CARD_TEXT_FIELDS = ("author", "email", "url", "github", "twitter", "citation", "
 
 class CheckFailed(Exception):
     """An upload fails a check; the message is shown to the contributor as it is."""
+
+
+class ValidationDelayed(Exception):
+    """A check cannot run now for a fault of this hub (the base-model endpoint is down): the
+    upload is validated again later, not rejected."""
 
 
 @dataclass
@@ -280,6 +286,8 @@ def check_config(v: Validation) -> str:
         raise CheckFailed(f"{ADAPTER_CONFIG}: the adapter config cannot be built: {exc}") from None
     try:
         v.base = basemodels.resolve_base_model(v.model_name)
+    except basemodels.BaseModelFetchDelayed as exc:
+        raise ValidationDelayed(str(exc)) from None
     except basemodels.BaseModelUnavailable as exc:
         raise CheckFailed(str(exc)) from None
     model_type = v.adapter_config.get("model_type")
@@ -461,6 +469,8 @@ def run_checks(v: Validation) -> tuple[bool, list[dict]]:
             report.append(report_entry(name, False, str(exc), started))
             report += [skipped(n) for n, _ in CHECKS[index + 1 :]]
             return False, report
+        except ValidationDelayed:
+            raise
         except Exception as exc:  # a bug or an input no check foresaw: reject, and say so
             if type(exc).__name__ == "SoftTimeLimitExceeded":
                 message = (

@@ -253,7 +253,15 @@ def _validate_claimed(upload: Upload) -> Upload:
             version=upload.version or None,
             card_extra=dict(upload.card),
         )
-        ok, report = checks.run_checks(validation)
+        try:
+            ok, report = checks.run_checks(validation)
+        except checks.ValidationDelayed as exc:
+            log.warning("upload %s: validation delayed: %s", upload.pk, exc)
+            return claims.release(
+                upload,
+                f"validation delayed: {exc}; the upload is validated again every "
+                f"{settings.HUB_UPLOAD_SWEEP_SECONDS} s until it can be",
+            )
         if not ok:
             failed = next(entry for entry in report if entry["ok"] is False)
             return claims.finish(

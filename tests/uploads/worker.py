@@ -16,6 +16,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from hub_server.uploads import basemodel_cache
 from tests.conftest import ROOT
 
 BROKER_URL = os.environ.get("HUB_TEST_BROKER_URL", "redis://127.0.0.1:6379/11")
@@ -38,6 +39,10 @@ class Worker:
             "HUB_DATA_DIR": str(settings.HUB_DATA_DIR),
             "HUB_FILES_DIR": str(settings.STORAGES["adapter_files"]["OPTIONS"]["location"]),
             "HUB_BASE_MODELS": json.dumps(settings.HUB_BASE_MODELS),
+            "HUB_BASE_MODEL_ENDPOINT": settings.HUB_BASE_MODEL_ENDPOINT,
+            "HUB_BASE_MODEL_ALLOW": ",".join(settings.HUB_BASE_MODEL_ALLOW),
+            "HUB_BASE_MODEL_CACHE_DIR": str(basemodel_cache.cache_dir()),
+            "HUB_BASE_MODEL_CACHE_MAX_BYTES": str(settings.HUB_BASE_MODEL_CACHE_MAX_BYTES),
             "HUB_PUBLIC_URL": "",
             "HUB_PUBLISH_REPO": settings.HUB_PUBLISH_REPO,
             "HUB_PUBLISH_BRANCH": settings.HUB_PUBLISH_BRANCH,
