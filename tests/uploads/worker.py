@@ -23,7 +23,8 @@ BROKER_URL = os.environ.get("HUB_TEST_BROKER_URL", "redis://127.0.0.1:6379/11")
 
 
 class Worker:
-    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None, pool: str = "solo"):
+        self.pool = pool
         self.queue = f"uploads-test-{uuid.uuid4().hex[:12]}"
         self.log = tmp_path / f"worker-{self.queue}.log"
         db = connection.settings_dict
@@ -55,8 +56,8 @@ class Worker:
 
     def start(self, timeout: float = 60) -> Worker:
         cmd = [
-            str(ROOT / ".venv" / "bin" / "celery"), "-A", "hub_server", "worker", "-P", "solo",
-            "-Q", self.queue, "-l", "info", "--without-gossip", "--without-mingle",
+            str(ROOT / ".venv" / "bin" / "celery"), "-A", "hub_server", "worker", "-P", self.pool,
+            *(["-c", "1"] if self.pool == "prefork" else []), "-Q", self.queue, "-l", "info", "--without-gossip", "--without-mingle",
             "--without-heartbeat", "-n", f"{self.queue}-{time.monotonic_ns()}@%h",
         ]  # fmt: skip
         offset = self.log.stat().st_size if self.log.exists() else 0
