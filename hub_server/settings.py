@@ -322,6 +322,12 @@ STORAGES = {
     if not DEBUG
     else {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# With S3, downloads answer with a redirect to a presigned URL of the object, valid this many
+# seconds (the client downloads from S3, not through gunicorn); signed for the public endpoint when
+# the one the hub uses is internal (compose's MinIO). Off: the hub streams the bytes itself.
+HUB_S3_DOWNLOAD_REDIRECT = env_bool("HUB_S3_DOWNLOAD_REDIRECT", True)
+HUB_S3_URL_EXPIRY_SECONDS = env_int("HUB_S3_URL_EXPIRY_SECONDS", 300)
+HUB_S3_PUBLIC_ENDPOINT_URL = os.environ.get("HUB_S3_PUBLIC_ENDPOINT_URL", "")
 # With nginx in front, downloads are handed off with X-Accel-Redirect to this internal prefix.
 HUB_ACCEL_REDIRECT_PREFIX = os.environ.get("HUB_ACCEL_REDIRECT_PREFIX", "")
 # Largest external file the mirror downloads (bytes).

@@ -9,6 +9,7 @@ computed while streaming, and reads are streamed in chunks, so no blob is ever h
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -295,6 +296,52 @@ def iter_blob(
             if remaining is not None:
                 remaining -= len(chunk)
             yield chunk
+
+
+def presigned_url(
+    key: str, *, content_type: str | None = None, disposition: str | None = None
+) -> str | None:
+    """A URL the client downloads the blob from directly, valid HUB_S3_URL_EXPIRY_SECONDS: on S3
+    with HUB_S3_DOWNLOAD_REDIRECT on; None otherwise (the hub serves the bytes itself). Signed for
+    HUB_S3_PUBLIC_ENDPOINT_URL when the storage's own endpoint is not reachable by clients."""
+    if settings.HUB_STORAGE != "s3" or not settings.HUB_S3_DOWNLOAD_REDIRECT:
+        return None
+    storage = adapter_storage()
+    if getattr(storage, "bucket_name", None) is None:
+        return None
+    client = _presigning_client(
+        settings.HUB_S3_PUBLIC_ENDPOINT_URL or storage.endpoint_url or None,
+        storage.access_key or None,
+        storage.secret_key or None,
+        storage.region_name or None,
+    )
+    params = {"Bucket": storage.bucket_name, "Key": storage._normalize_name(key)}
+    if content_type:
+        params["ResponseContentType"] = content_type
+    if disposition:
+        params["ResponseContentDisposition"] = disposition
+    return client.generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=settings.HUB_S3_URL_EXPIRY_SECONDS
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _presigning_client(
+    endpoint: str | None, access: str | None, secret: str | None, region: str | None
+):
+    import boto3
+    from botocore.config import Config
+
+    # Path-style URLs on a custom endpoint (MinIO, moto, Ceph): no wildcard DNS needed.
+    style = {"addressing_style": "path"} if endpoint else {}
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name=region,
+        config=Config(signature_version="s3v4", s3=style),
+    )
 
 
 def copy_blob_to(key: str, target: BinaryIO) -> None:

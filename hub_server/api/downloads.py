@@ -2,10 +2,11 @@
 /hf/ (hf.py) shares.
 
 Bodies are streamed from storage in chunks (never read whole), with ETag/If-None-Match (304),
-single-range requests (206/416) and, when HUB_ACCEL_REDIRECT_PREFIX is set, a hand-off to nginx by
+single-range requests (206/416). On S3 a GET is answered with a redirect to a presigned URL of
+the object (storage.presigned_url); with HUB_ACCEL_REDIRECT_PREFIX set, nginx gets the hand-off by
 X-Accel-Redirect. A download is counted once per completed full GET: when the last chunk of a 200
 body has been handed to the server (a HEAD, a 304, a range request or an aborted body count
-nothing); behind nginx, at the hand-off of a GET without Range. See docs/storage.md.
+nothing); on S3 or behind nginx, at the redirect or hand-off of a GET without Range. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -134,6 +135,24 @@ def serve_body(
     start, end = byte_range if byte_range else (0, body.size - 1)
     length = end - start + 1 if body.size else 0
     status = 206 if byte_range else 200
+
+    if body.key and request.method == "GET":
+        location = storage.presigned_url(
+            body.key, content_type=content_type, disposition=base.get("Content-Disposition")
+        )
+        if location:
+            # S3 serves the bytes (and the Range, which the client sends again there). The
+            # metadata a Hugging Face client reads stays ours: X-Linked-* name the file, not
+            # the redirect; the URL expires, so no cache keeps this answer.
+            response = HttpResponseRedirect(location)
+            for name, value in base.items():
+                response[name] = value
+            response["X-Linked-Etag"] = etag
+            response["X-Linked-Size"] = str(body.size)
+            response["Cache-Control"] = "no-store"
+            if on_complete is not None and range_header is None:
+                on_complete()
+            return response
 
     accel = settings.HUB_ACCEL_REDIRECT_PREFIX
     if accel and body.key and request.method == "GET":
