@@ -9,8 +9,9 @@ are never fetched: a model that has nothing else is refused, and says so.
 
 How: the model info (`GET /api/models/<id>`: commit sha and file list), then every file at that
 sha (`GET /<id>/resolve/<sha>/<file>`, checked against the sha256 the info or the ETag gives), into
-a temporary folder renamed into place once complete, under an exclusive lock per model (flock) so
-two worker processes never fetch the same model twice or see half of one.
+a staging folder renamed into place once complete, under an exclusive lock per model (flock) so
+two worker processes never fetch the same model twice or see half of one. A fetch cut short (the
+endpoint, or the validation's time limit) is resumed by the next one with a Range request.
 
 Bounded: past HUB_BASE_MODEL_CACHE_MAX_BYTES the least recently used model folders are removed,
 never one in use (a process loading it holds the same lock shared) nor one being written.
@@ -95,6 +96,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".h5", ".m
 CONFIG_FILE_MAX_BYTES = 64 * 1024**2
 MANIFEST = ".hub-model.json"
 LAST_USED = ".last-used"
+# Partial files of an interrupted fetch are kept this long for the next fetch to resume.
+STALE_STAGING_SECONDS = 24 * 3600
 HTTP_TIMEOUT = (10, 60)  # connect, read (seconds between bytes)
 CHUNK = 1024**2
 
@@ -256,9 +259,16 @@ def fetch_model(model_id: str, *, progress: bool = False) -> tuple[Path, bool]:
     return folder, True
 
 
-def _get(url: str, model_id: str, source: str, *, stream: bool = False) -> requests.Response:
+def _get(
+    url: str,
+    model_id: str,
+    source: str,
+    *,
+    stream: bool = False,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
     try:
-        response = requests.get(url, timeout=HTTP_TIMEOUT, stream=stream)
+        response = requests.get(url, timeout=HTTP_TIMEOUT, stream=stream, headers=headers)
     except requests.RequestException as exc:
         raise BaseModelFetchDelayed(
             f"base model {model_id} could not be fetched from {source}: the endpoint did not "
@@ -277,7 +287,7 @@ def _get(url: str, model_id: str, source: str, *, stream: bool = False) -> reque
             f"base model {model_id} was not found on {source} ({code}): check model_name in "
             "adapter_config.json (gated and private models cannot be fetched)"
         )
-    if response.status_code != 200:
+    if response.status_code not in (200, 206):
         response.close()
         raise BaseModelUnavailable(
             f"base model {model_id}: {source} answered HTTP {response.status_code} for {url}"
@@ -334,13 +344,25 @@ def plan_fetch(model_id: str, source: str) -> FetchPlan:
     return plan
 
 
+def staging_folder(model_id: str) -> Path:
+    """Where a fetch of the model writes (one at a time: the model's lock is held). What an
+    interrupted fetch left there is resumed by the next one, at the same sha."""
+    return cache_dir() / f".tmp-{folder_name(model_id)}"
+
+
 def install(plan: FetchPlan, *, progress: bool = False) -> Path:
-    """Fetch every planned file into a temporary folder, then rename it into place."""
+    """Fetch every planned file into the staging folder, then rename it into place. A fetch cut
+    short by the endpoint or by the validation's time limit leaves its files for the next one to
+    resume; any other failure removes them."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     target = model_folder(plan.model_id)
-    tmp = root / f".tmp-{folder_name(plan.model_id)}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = staging_folder(plan.model_id)
+    marker = tmp / ".sha"
+    if tmp.exists() and (not marker.is_file() or marker.read_text() != plan.sha):
+        shutil.rmtree(tmp)  # partial files of another revision
+    tmp.mkdir(exist_ok=True)
+    marker.write_text(plan.sha)
     started = time.monotonic()
     try:
         total = 0
@@ -356,13 +378,15 @@ def install(plan: FetchPlan, *, progress: bool = False) -> Path:
             "bytes": total,
             "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        marker.unlink()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         (tmp / LAST_USED).touch()
         if target.exists():  # left by hand, without a manifest: not ours to trust
             shutil.rmtree(target)
         os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        if not (isinstance(exc, BaseModelFetchDelayed) or _out_of_time(exc)):
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info(
         "base model %s fetched from %s at %s: %d files, %d bytes in %.1f s",
@@ -374,6 +398,11 @@ def install(plan: FetchPlan, *, progress: bool = False) -> Path:
         time.monotonic() - started,
     )
     return target
+
+
+def _out_of_time(exc: BaseException) -> bool:
+    """Celery's soft time limit of the validation task, raised inside the fetch."""
+    return type(exc).__name__ == "SoftTimeLimitExceeded"
 
 
 def _cap(plan: FetchPlan, item: FilePlan, so_far: int) -> int:
@@ -395,41 +424,64 @@ def fetch_file(
             f"{what} is {item.size} bytes, over its cap of {cap} {_cap_name(item)}"
         )
     url = f"{plan.endpoint}/{plan.model_id}/resolve/{plan.sha}/{quote(item.name)}"
+    path = folder / item.name
     digest = hashlib.sha256()
-    written = 0
-    log.info("fetching %s (%s bytes) from %s", what, item.size or "?", plan.endpoint)
-    with _get(url, plan.model_id, plan.endpoint, stream=True) as response:
-        expected = item.sha256 or _etag_sha256(response)
-        bar = tqdm(
-            total=item.size,
-            unit="B",
-            unit_scale=True,
-            desc=f"{plan.model_id}/{item.name}",
-            disable=not progress,
-            leave=False,
+    have = path.stat().st_size if path.is_file() and item.size is not None else 0
+    if have > (item.size or 0):
+        have = 0
+    if have:  # resume: hash what an earlier fetch wrote, ask for the rest
+        with open(path, "rb") as done:
+            for chunk in iter(lambda: done.read(CHUNK), b""):
+                digest.update(chunk)
+    written = have
+    if have == item.size and have:
+        log.info("%s: complete from an earlier fetch", what)
+        expected = item.sha256
+    else:
+        log.info(
+            "fetching %s (%s bytes%s) from %s",
+            what,
+            item.size if item.size is not None else "?",
+            f", resuming at {have}" if have else "",
+            plan.endpoint,
         )
-        try:
-            with open(folder / item.name, "wb") as out:
-                for chunk in response.iter_content(CHUNK):
-                    written += len(chunk)
-                    if written > cap:
-                        raise BaseModelUnavailable(
-                            f"{what} is larger than its cap of {cap} bytes {_cap_name(item)}"
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        except requests.RequestException as exc:
-            raise BaseModelFetchDelayed(
-                f"{what}: the transfer from {plan.endpoint} broke off ({type(exc).__name__})"
-            ) from None
-        finally:
-            bar.close()
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with _get(url, plan.model_id, plan.endpoint, stream=True, headers=headers) as response:
+            expected = item.sha256 or _etag_sha256(response)
+            if have and response.status_code != 206:  # the endpoint sent it all again
+                digest, written, have = hashlib.sha256(), 0, 0
+            bar = tqdm(
+                total=item.size,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=f"{plan.model_id}/{item.name}",
+                disable=not progress,
+                leave=False,
+            )
+            try:
+                with open(path, "ab" if have else "wb") as out:
+                    for chunk in response.iter_content(CHUNK):
+                        written += len(chunk)
+                        if written > cap:
+                            raise BaseModelUnavailable(
+                                f"{what} is larger than its cap of {cap} bytes {_cap_name(item)}"
+                            )
+                        digest.update(chunk)
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            except requests.RequestException as exc:
+                raise BaseModelFetchDelayed(
+                    f"{what}: the transfer from {plan.endpoint} broke off ({type(exc).__name__})"
+                ) from None
+            finally:
+                bar.close()
     if item.size is not None and written != item.size:
         raise BaseModelFetchDelayed(
             f"{what}: {written} bytes arrived of {item.size} from {plan.endpoint}"
         )
     if expected and digest.hexdigest() != expected:
+        path.unlink()
         raise BaseModelUnavailable(
             f"{what}: the bytes from {plan.endpoint} do not match their sha256 {expected}"
         )
@@ -530,6 +582,8 @@ def evict(*, reserve: int = 0, keep: set[str] | frozenset[str] = frozenset()) ->
 
 
 def _remove_stale_temporaries() -> None:
+    """Trash of evictions, and staging folders no fetch has touched for STALE_STAGING_SECONDS
+    (an interrupted fetch is resumed before that; after it the partial files only take room)."""
     root = cache_dir()
     if not root.is_dir():
         return
@@ -537,13 +591,19 @@ def _remove_stale_temporaries() -> None:
         if path.name.startswith(".trash-"):
             shutil.rmtree(path, ignore_errors=True)
             continue
-        match = re.match(r"^\.tmp-(.+)-[0-9a-f]{8}$", path.name)
-        if not match:
+        if not path.name.startswith(".tmp-"):
             continue
-        model_id = match.group(1).replace("--", "/")
+        model_id = path.name.removeprefix(".tmp-").replace("--", "/")
         with model_lock(model_id, blocking=False) as free:
-            if free:  # no fetch of that model is running: what it left is garbage
+            if free and time.time() - _newest_mtime(path) > STALE_STAGING_SECONDS:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _newest_mtime(folder: Path) -> float:
+    try:
+        return max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+    except OSError:
+        return 0.0
 
 
 @contextmanager

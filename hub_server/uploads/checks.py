@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from hub_server.catalog import hubformat
@@ -288,6 +289,13 @@ def check_config(v: Validation) -> str:
         v.base = basemodels.resolve_base_model(v.model_name)
     except basemodels.BaseModelFetchDelayed as exc:
         raise ValidationDelayed(str(exc)) from None
+    except SoftTimeLimitExceeded:
+        # Out of time while fetching the base model: what arrived stays, the next attempt resumes.
+        raise ValidationDelayed(
+            f"base model {v.model_name} was still being fetched from "
+            f"{settings.HUB_BASE_MODEL_ENDPOINT} when the validation time limit "
+            f"(HUB_VALIDATION_TIME_LIMIT) ran out; the fetch resumes at the next attempt"
+        ) from None
     except basemodels.BaseModelUnavailable as exc:
         raise CheckFailed(str(exc)) from None
     model_type = v.adapter_config.get("model_type")

@@ -44,10 +44,11 @@ class ModelEndpoint:
             self.proc.terminate()
             self.proc.wait(10)
 
-    def downloads(self, filename: str) -> int:
-        """How many GETs of a file (any model, any revision) answered 200 so far."""
+    def downloads(self, filename: str, status: int = 200) -> int:
+        """How many GETs of a file (any model, any revision) answered `status` so far."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return len(re.findall(rf'"GET /\S+/resolve/\S+/{re.escape(filename)} HTTP/1.1" 200', text))
+        pattern = rf'"GET /\S+/resolve/\S+/{re.escape(filename)} HTTP/1.1" {status}'
+        return len(re.findall(pattern, text))
 
     def wait_downloads(self, filename: str, count: int, timeout: float = 10) -> int:
         deadline = time.monotonic() + timeout

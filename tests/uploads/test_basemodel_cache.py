@@ -261,3 +261,81 @@ def test_an_upload_for_a_model_not_allowed_is_rejected_saying_how_to_allow_it(
     assert failed["name"] == "config"
     assert "base model elsewhere/tiny-bert is not allowed on this hub" in failed["message"]
     assert "HUB_BASE_MODEL_ALLOW" in failed["message"]
+
+
+def test_a_fetch_cut_short_is_resumed_with_a_range_request(endpoint, model_root):
+    plan = basemodel_cache.plan_fetch("org/tiny-bert", endpoint.url)
+    staging = basemodel_cache.staging_folder("org/tiny-bert")
+    staging.mkdir(parents=True)
+    (staging / ".sha").write_text(plan.sha)
+    weights = (model_root / "org/tiny-bert/model.safetensors").read_bytes()
+    (staging / "model.safetensors").write_bytes(weights[:100_000])
+    (staging / "config.json").write_bytes((model_root / "org/tiny-bert/config.json").read_bytes())
+    full, ranged, configs = (
+        endpoint.downloads("model.safetensors"),
+        endpoint.downloads("model.safetensors", 206),
+        endpoint.downloads("config.json"),
+    )
+    folder = basemodel_cache.ensure_model("org/tiny-bert")
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert endpoint.downloads("model.safetensors", 206) == ranged + 1
+    assert endpoint.downloads("model.safetensors") == full
+    assert endpoint.downloads("config.json") == configs  # complete already: not fetched again
+    assert not staging.exists()
+
+
+def test_partial_files_of_another_revision_are_not_resumed(endpoint, model_root):
+    staging = basemodel_cache.staging_folder("org/tiny-bert")
+    staging.mkdir(parents=True)
+    (staging / ".sha").write_text("0" * 40)
+    (staging / "model.safetensors").write_bytes(b"\0" * 100_000)
+    folder = basemodel_cache.ensure_model("org/tiny-bert")
+    assert (folder / "model.safetensors").read_bytes() == (
+        model_root / "org/tiny-bert/model.safetensors"
+    ).read_bytes()
+
+
+def test_bytes_that_do_not_match_their_sha256_are_refused(endpoint, monkeypatch):
+    real = basemodel_cache.plan_fetch
+
+    def lying_plan(model_id, source):
+        plan = real(model_id, source)
+        for item in plan.files:
+            if item.name == "model.safetensors":
+                item.sha256 = "f" * 64
+        return plan
+
+    monkeypatch.setattr(basemodel_cache, "plan_fetch", lying_plan)
+    with pytest.raises(basemodels.BaseModelUnavailable) as caught:
+        basemodels.resolve_base_model("org/tiny-bert")
+    assert "model.safetensors: the bytes from" in str(caught.value)
+    assert f"do not match their sha256 {'f' * 64}" in str(caught.value)
+    assert basemodel_cache.cached_folder("org/tiny-bert") is None
+    assert not basemodel_cache.staging_folder("org/tiny-bert").exists()
+
+
+@pytest.mark.django_db
+def test_an_upload_out_of_time_while_fetching_is_delayed_and_the_fetch_resumes(
+    alice, tiny_adapter, endpoint, monkeypatch, django_capture_on_commit_callbacks
+):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    real = basemodel_cache.fetch_file
+
+    def out_of_time(plan, item, folder, so_far, *, progress):
+        if item.name == "model.safetensors":
+            (folder / item.name).write_bytes(b"")  # as if the limit fired at the first byte
+            raise SoftTimeLimitExceeded()
+        return real(plan, item, folder, so_far, progress=progress)
+
+    monkeypatch.setattr(basemodel_cache, "fetch_file", out_of_time)
+    configs = endpoint.downloads("config.json")
+    up = upload_for(alice, tiny_adapter, "org/tiny-bert", django_capture_on_commit_callbacks)
+    assert up.status == "pending" and up.attempts == 0, up.report
+    assert "was still being fetched from" in up.message and "resumes at the next" in up.message
+    assert (basemodel_cache.staging_folder("org/tiny-bert") / "config.json").is_file()
+    monkeypatch.setattr(basemodel_cache, "fetch_file", real)
+    services.validate_upload(up.pk)
+    up.refresh_from_db()
+    assert up.status == "published", up.report
+    assert endpoint.downloads("config.json") == configs + 1  # kept from the first attempt
