@@ -176,3 +176,16 @@ def test_with_the_redirect_off_the_hub_streams_from_s3(published, live_server, s
     answer = requests.get(url, allow_redirects=False, timeout=10)
     assert answer.status_code == 200 and "Location" not in answer.headers
     assert answer.headers["ETag"] == f'"{sha256(answer.content)}"'
+
+
+def test_dist_v2_file_urls_lead_to_s3_with_the_cards_checksum(published, live_server):
+    from tests.conftest import clear_read_caches
+
+    clear_read_caches()
+    name = published.adapter.name
+    document = requests.get(f"{live_server.url}/dist/v2/adapters/{ORG}/{name}.json", timeout=10)
+    assert document.status_code == 200, document.content[:300]
+    entry = document.json()["files"]["1"]
+    answer = requests.get(entry["url"], allow_redirects=False, timeout=10)
+    assert answer.status_code == 302 and "X-Amz-Signature=" in answer.headers["Location"]
+    assert sha256(requests.get(entry["url"], timeout=10).content) == entry["sha256"]
