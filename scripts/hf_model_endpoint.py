@@ -16,7 +16,7 @@ A model is ROOT/<name>/ or ROOT/<org>/<name>/ (a folder that holds files directl
 
 The only revisions are "main" and the model's sha (a digest of its files' names and sha256), so a
 client that pins the sha it read gets exactly those files. Unknown repository, revision or file
-answer 404 with the X-Error-Code the Hub sends (RepositoryNotFound, RevisionNotFound,
+answer 404 with the X-Error-Code the Hub sends (RepoNotFound, RevisionNotFound,
 EntryNotFound). --delay holds each file's body that long (tests of two fetches at once). It prints "serving ROOT on http://HOST:PORT" once listening (--port 0 picks a free
 port).
 """
@@ -155,7 +155,7 @@ class Handler(BaseHTTPRequestHandler):
         if folder is None:
             self._error(
                 HTTPStatus.NOT_FOUND,
-                "RepositoryNotFound",
+                "RepoNotFound",
                 f"Repository {model_id} not found",
                 send_body,
             )
