@@ -120,7 +120,7 @@ def test_a_missing_model_names_the_model_and_the_endpoint(endpoint):
         basemodels.resolve_base_model("org/no-such-model")
     assert not isinstance(caught.value, basemodels.BaseModelFetchDelayed)
     assert f"base model org/no-such-model was not found on {endpoint.url}" in str(caught.value)
-    assert "RepositoryNotFound" in str(caught.value)
+    assert "RepoNotFound" in str(caught.value)
 
 
 def test_an_endpoint_that_is_down_is_a_delay_naming_model_and_endpoint(settings):
@@ -339,3 +339,30 @@ def test_an_upload_out_of_time_while_fetching_is_delayed_and_the_fetch_resumes(
     up.refresh_from_db()
     assert up.status == "published", up.report
     assert endpoint.downloads("config.json") == configs + 1  # kept from the first attempt
+
+
+def test_the_local_endpoint_speaks_the_hub_layout_to_huggingface_hub(endpoint, tmp_path):
+    """What the docker smoke and offline operators rely on: huggingface_hub itself downloads a
+    model from scripts/hf_model_endpoint.py, and unknown names get the Hub's error codes."""
+    import huggingface_hub
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    api = HfApi(endpoint=endpoint.url, token=False)
+    info = api.model_info("org/tiny-bert", files_metadata=True)
+    assert len(info.sha) == 40
+    assert {s.rfilename: s.size for s in info.siblings} == {
+        p.name: p.stat().st_size for p in TINY_BERT.iterdir()
+    }
+    try:
+        folder = Path(snapshot_download("org/tiny-bert", endpoint=endpoint.url,
+                                        cache_dir=tmp_path, token=False))  # fmt: skip
+    finally:
+        huggingface_hub.utils.close_session()
+    assert folder.name == info.sha
+    for path in TINY_BERT.iterdir():
+        assert (folder / path.name).read_bytes() == path.read_bytes()
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info("org/nope")
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info("org/tiny-bert", revision="v9")
