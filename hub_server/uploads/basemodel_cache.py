@@ -96,6 +96,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".h5", ".m
 CONFIG_FILE_MAX_BYTES = 64 * 1024**2
 MANIFEST = ".hub-model.json"
 LAST_USED = ".last-used"
+# A worker (no progress bar) logs how far a file's download got this often.
+PROGRESS_LOG_SECONDS = 10
 # Partial files of an interrupted fetch are kept this long for the next fetch to resume.
 STALE_STAGING_SECONDS = 24 * 3600
 HTTP_TIMEOUT = (10, 60)  # connect, read (seconds between bytes)
@@ -459,6 +461,7 @@ def fetch_file(
                 disable=not progress,
                 leave=False,
             )
+            logged = time.monotonic()
             try:
                 with open(path, "ab" if have else "wb") as out:
                     for chunk in response.iter_content(CHUNK):
@@ -470,6 +473,9 @@ def fetch_file(
                         digest.update(chunk)
                         out.write(chunk)
                         bar.update(len(chunk))
+                        if not progress and time.monotonic() - logged > PROGRESS_LOG_SECONDS:
+                            logged = time.monotonic()
+                            log.info("%s: %d of %s bytes", what, written, item.size or "?")
             except requests.RequestException as exc:
                 raise BaseModelFetchDelayed(
                     f"{what}: the transfer from {plan.endpoint} broke off ({type(exc).__name__})"

@@ -366,3 +366,17 @@ def test_the_local_endpoint_speaks_the_hub_layout_to_huggingface_hub(endpoint, t
         api.model_info("org/nope")
     with pytest.raises(RevisionNotFoundError):
         api.model_info("org/tiny-bert", revision="v9")
+
+
+def test_a_worker_fetch_logs_its_progress(endpoint, monkeypatch, caplog):
+    monkeypatch.setattr(basemodel_cache, "PROGRESS_LOG_SECONDS", -1)  # every chunk
+    monkeypatch.setattr(basemodel_cache, "CHUNK", 100_000)
+    with caplog.at_level("INFO", logger="hub_server.uploads.basemodel_cache"):
+        basemodel_cache.ensure_model("org/tiny-bert")
+    lines = [r.getMessage() for r in caplog.records]
+    assert "base model org/tiny-bert: model.safetensors: 100000 of 467952 bytes" in lines
+    assert any(
+        line.startswith(f"base model org/tiny-bert fetched from {endpoint.url} at ")
+        and "2 files, 468522 bytes in" in line
+        for line in lines
+    ), lines
