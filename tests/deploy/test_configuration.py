@@ -214,3 +214,26 @@ def test_role_variables_reach_their_role(name):
     roles = entrypoint_readers()[name]
     for role in roles:
         assert f"${{{name}" in str(compose()["services"][role]["environment"].get(name))
+
+
+def test_env_example_comments_match_the_operations_guide():
+    """What .env.example's comments tell an operator to set is what docs/operations.md says, and
+    every variable either names is one the operator can set in .env."""
+    env = env_example()
+    docs = documented()
+    comments = "\n".join(
+        line for line in ENV_EXAMPLE.read_text().splitlines() if line.lstrip().startswith("#")
+    )
+    named = set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]+)\b", comments))
+    assert named - set(docs) == set(), "comments of .env.example name undocumented variables"
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    told = set(re.findall(r"`([A-Z][A-Z0-9_]+)=[^`]*`", guide))
+    told |= set(re.findall(r"^([A-Z][A-Z0-9_]+)=", guide, re.M))  # lines of .env in code blocks
+    compose_set = {n for n in told if n in docs and docs[n] not in ("host", "tests")} - set(FIXED)
+    assert compose_set - set(env) == set(), "docs/operations.md sets variables .env lacks"
+
+    def trial(text: str) -> set[str]:
+        start = text.index("trial on")
+        return set(re.findall(r"\b([A-Z][A-Z0-9_]+)=", text[start : start + 400]))
+
+    assert trial(comments) == trial(guide), "the trial settings differ from docs/operations.md"
