@@ -2,7 +2,7 @@
 front of docker/nginx's config (Debian's nginx) in front of the production-style stack, as the
 compose profile `tls` runs them. HTTPS answers with a certificate of Caddy's own CA, plain HTTP is
 redirected, the hub sees https behind two proxies (HSTS, absolute links, no redirect loop) even
-when a client lies in X-Forwarded-Proto, and a download arrives whole."""
+when a client lies in X-Forwarded-Proto or X-Forwarded-For, and a download arrives whole."""
 
 from __future__ import annotations
 
@@ -134,6 +134,7 @@ def served(tmp_path):
             "DJANGO_SECURE_HSTS_SECONDS": "31536000",
             "DJANGO_SECURE_COOKIES": "1",
             "HUB_TRUSTED_PROXIES": "2",
+            "API_THROTTLE_ANON": "30/min",
             "HUB_REPO_URL": str(repo),
             "HUB_REPO_BRANCH": "main",
         },
@@ -208,6 +209,19 @@ def test_https_through_caddy_and_nginx(served):
     )
     assert archive.status_code == 200
     assert hashlib.sha256(archive.content).hexdigest() == version["sha256"]
+
+    # The client address is Caddy's view of it: a client that writes its own X-Forwarded-For
+    # cannot pose as someone new to escape the anonymous API throttle (30/min here).
+    statuses = [
+        requests.get(
+            caddy.url + "/api/v1/adapters/?page_size=1",
+            headers={"X-Forwarded-For": f"10.0.{i}.1"},
+            verify=verify,
+            timeout=30,
+        ).status_code
+        for i in range(32)
+    ]
+    assert 429 in statuses, statuses
 
     # The container's health check.
     health = requests.get(f"http://127.0.0.1:{caddy.health_port}/caddy-health", timeout=10)
