@@ -23,6 +23,7 @@ $(STAMP): $(LOCK) pyproject.toml scripts/system-packages.sh
 	touch $(STAMP)
 
 # After a change to pyproject.toml's dependencies: resolve again and rewrite the lock (commit it).
+# Versions already locked stay where they still fit; `make lock LOCK_UPGRADE=1` takes the newest.
 lock:
 	$(PY) scripts/lock.py $(LOCK)
 

@@ -8,7 +8,11 @@ It asks pip to resolve (without installing) pyproject's `dependencies`, the `dev
 build requirements (so the editable install needs no network: `--no-build-isolation`), pip itself
 and the CPU build of torch, then writes each distribution pip chose with the hash of the very file
 it chose. pip's own configuration applies (index, find-links: the CPU torch wheel lies in a local
-wheelhouse on our machines). Optional: LOCK_CONSTRAINTS=FILE keeps versions to a `pip freeze`.
+wheelhouse on our machines).
+
+A rerun keeps every version of the existing lock that still fits (a new dependency in pyproject
+moves nothing else); only when that cannot resolve, or with LOCK_UPGRADE=1, is everything resolved
+afresh to the newest versions. LOCK_CONSTRAINTS=FILE adds constraints (a `pip freeze`, say).
 """
 
 from __future__ import annotations
@@ -52,18 +56,28 @@ def requested() -> dict[str, str]:
     return sources
 
 
-def resolve(requirements: list[str]) -> list[dict]:
+def resolve(requirements: list[str], keep: Path | None) -> list[dict]:
+    """pip's resolution; with `keep`, first held to the versions of that lock."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
         command += ["--quiet", "--report", str(report)]
         if os.environ.get("LOCK_CONSTRAINTS"):
             command += ["--constraint", os.environ["LOCK_CONSTRAINTS"]]
-        print(f"lock: resolving {len(requirements)} requirements with pip ...", file=sys.stderr)
-        result = subprocess.run(command + requirements, capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"lock: pip could not resolve the requirements:\n{result.stderr}")
-        return json.loads(report.read_text())["install"]
+        attempts = []
+        if keep is not None and keep.exists():
+            pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*==\S+)", keep.read_text(), re.M)
+            held = Path(tmp) / "held.txt"
+            held.write_text("\n".join(pins) + "\n")
+            attempts.append((f"keeping the {len(pins)} versions of {keep.name}", ["-c", str(held)]))
+        attempts.append(("to the newest versions", []))
+        for how, extra in attempts:
+            print(f"lock: resolving {len(requirements)} requirements {how} ...", file=sys.stderr)
+            result = subprocess.run(command + extra + requirements, capture_output=True, text=True)
+            if result.returncode == 0:
+                return json.loads(report.read_text())["install"]
+            print(f"lock: pip could not resolve {how}", file=sys.stderr)
+        sys.exit(f"lock: pip could not resolve the requirements:\n{result.stderr}")
 
 
 def sha256_of(item: dict) -> str:
@@ -110,7 +124,8 @@ def main() -> None:
             f"(this is {platform.python_version()} on {sys.platform} {platform.machine()})"
         )
     sources = requested()
-    items = resolve(list(sources))
+    keep = None if os.environ.get("LOCK_UPGRADE") == "1" else output
+    items = resolve(list(sources), keep)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render(items, sources))
     print(f"lock: wrote {len(items)} pinned distributions to {output}", file=sys.stderr)
