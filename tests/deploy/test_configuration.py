@@ -3,9 +3,9 @@ told to set reaches every container whose code reads it, or it silently does not
 
 Which container reads a variable is found in the code (Django's settings and everything under
 hub_server/ and adapters_core/ run in web, worker and beat; docker/gunicorn.conf.py only in web;
-the entrypoint by role). A row of the table whose description starts with `compose only:`
-(read by Compose itself), `build only:` (a build argument), `host only` or `tests only:` (never in
-a container) is checked for that instead."""
+the entrypoint by role). A row of the table whose description starts with `compose only` (read
+by Compose itself), `build only` (a build argument), `host only`, `tests only` and the like (never
+in a container: MARKERS) is checked for that instead."""
 
 from __future__ import annotations
 
@@ -44,7 +44,15 @@ FIXED = {
     "HUB_FILES_DIR": "on the hubdata volume, where nginx reads them",
     "GUNICORN_BIND": "nginx's upstream is web:8000",
 }
-MARKER = re.compile(r"^(compose|build|host|tests) only\b")
+# How a description starts -> where the variable is read instead of the app's containers.
+MARKERS = {
+    "compose only": "compose",
+    "build only": "build",
+    "host only": "host",
+    "tests only": "tests",
+    "`scripts/stack/` only": "host",
+    "the `adapterhub` CLI": "host",
+}
 NAME = re.compile(r"`([A-Z][A-Z0-9_]+)`")
 
 
@@ -55,9 +63,9 @@ def documented() -> dict[str, str]:
         cells = [cell.strip() for cell in line.split("|")]
         if len(cells) < 5 or not cells[1].startswith("`"):
             continue
-        marker = MARKER.match(cells[3])
+        marker = next((m for start, m in MARKERS.items() if cells[3].startswith(start)), "")
         for name in NAME.findall(cells[1]):
-            found[name] = marker.group(1) if marker else ""
+            found[name] = marker
     assert len(found) > 50, "docs/configuration.md's table was not found"
     return found
 
