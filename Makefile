@@ -6,18 +6,26 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test lint format demo clean
+.PHONY: setup lock run test lint format demo clean
 
 setup: $(STAMP)
 
-# Re-install only when the dependency list changes, so a second `make setup` takes a second.
-$(STAMP): pyproject.toml scripts/system-packages.sh
+# Every distribution comes from the lock, pinned with its hash (torch: the CPU build), then the
+# project itself without its dependencies; the build requirements are in the lock too.
+# Re-install only when the lock changes, so a second `make setup` takes a second.
+LOCK := requirements/lock.txt
+
+$(STAMP): $(LOCK) pyproject.toml scripts/system-packages.sh
 	bash scripts/system-packages.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# After a change to pyproject.toml's dependencies: resolve again and rewrite the lock (commit it).
+# Versions already locked stay where they still fit; `make lock LOCK_UPGRADE=1` takes the newest.
+lock:
+	$(PY) scripts/lock.py $(LOCK)
 
 run: setup
 	$(BIN)/python manage.py migrate --noinput

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks use: installed once, when missing (make setup runs this).
 # chromium: browser tests (Playwright drives /usr/bin/chromium); docker-compose: validates
-# docker-compose.yml; wrk: HTTP benchmarks; nginx-light: tests the nginx config of docker/
+# docker-compose.yml; wrk: HTTP benchmarks; nginx-light: tests the nginx config of docker/;
+# caddy: tests docker/caddy/Caddyfile (HTTPS in front, compose profile tls)
 set -euo pipefail
-wanted=(chromium docker-compose wrk nginx-light)
+wanted=(chromium docker-compose wrk nginx-light caddy)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
