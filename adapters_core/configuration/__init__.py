@@ -25,6 +25,7 @@ from .fusion_config import (
 )
 from .hashing import get_adapter_config_hash
 from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
+from .reft_config import DiReftConfig, LoReftConfig, NoReftConfig, ReftConfig
 
 # Old names kept by the reference library
 PfeifferConfig = SeqBnConfig
@@ -41,6 +42,10 @@ __all__ = [
     "IA3Config",
     "LoRAConfig",
     "VeraConfig",
+    "ReftConfig",
+    "LoReftConfig",
+    "NoReftConfig",
+    "DiReftConfig",
     "AdapterConfig",
     "AdapterFusionConfig",
     "AdapterPlusConfig",
