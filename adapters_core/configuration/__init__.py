@@ -25,6 +25,7 @@ from .fusion_config import (
 )
 from .hashing import get_adapter_config_hash
 from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
+from .prompt_tuning_config import PromptTuningConfig
 from .reft_config import DiReftConfig, LoReftConfig, NoReftConfig, ReftConfig
 
 # Old names kept by the reference library
@@ -43,6 +44,7 @@ __all__ = [
     "LoRAConfig",
     "VeraConfig",
     "ReftConfig",
+    "PromptTuningConfig",
     "LoReftConfig",
     "NoReftConfig",
     "DiReftConfig",
