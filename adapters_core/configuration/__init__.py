@@ -25,6 +25,7 @@ from .fusion_config import (
 )
 from .hashing import get_adapter_config_hash
 from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
+from .mtl_lora_config import MTLLoRAConfig
 from .prompt_tuning_config import PromptTuningConfig
 from .reft_config import DiReftConfig, LoReftConfig, NoReftConfig, ReftConfig
 
@@ -45,6 +46,7 @@ __all__ = [
     "VeraConfig",
     "ReftConfig",
     "PromptTuningConfig",
+    "MTLLoRAConfig",
     "LoReftConfig",
     "NoReftConfig",
     "DiReftConfig",

@@ -6,6 +6,7 @@ from .fusion import AdapterFusionLayer
 from .invertible import GLOWCouplingBlock, InvertibleMethod, NICECouplingBlock
 from .lora import LoRALayerMixin
 from .lora_method import LoRAMethod
+from .mtl_lora import TaskIdsArgument
 from .prompt_tuning import PromptTuningMethod
 from .reft import ReftMethod
 
@@ -13,6 +14,7 @@ from .reft import ReftMethod
 METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod(), LoRAMethod()]
 METHODS.append(ReftMethod())
 METHODS.append(PromptTuningMethod())
+METHODS.append(TaskIdsArgument())
 
 __all__ = [
     "METHODS",
