@@ -161,12 +161,14 @@ class StackPositions:
 
 
 def _past_length(kwargs: dict[str, Any]) -> int:
-    position = kwargs.get("cache_position")
-    if isinstance(position, torch.Tensor) and position.numel():
-        return int(position.reshape(-1)[0])
+    """Positions already in the KV cache passed to a forward (the cache itself first: it also
+    counts positions a method inserted, such as a prompt)."""
     cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers 5: ``cache``
     if cache is not None and hasattr(cache, "get_seq_length"):
         return int(cache.get_seq_length())
+    position = kwargs.get("cache_position")
+    if isinstance(position, torch.Tensor) and position.numel():
+        return int(position.reshape(-1)[0])
     return 0
 
 
