@@ -260,3 +260,34 @@ def test_reft_layers_selects_layers() -> None:
     model = _fresh("tiny-bart")
     model.add_adapter("r", "loreft[layers=[0, 3]]")
     assert sorted(model.get_adapter("r")) == [0, 3]
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning[prompt_length=4]", "loreft"])
+def test_plain_causal_lm_after_init_generates_as_full_forward(method: str) -> None:
+    """A transformers LlamaForCausalLM after init(): logits of the original length, and
+    generate() equals greedy decoding by full forward passes."""
+    from transformers import AutoModelForCausalLM
+
+    import adapters_core
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(INTEROP / "models" / "tiny-llama"))
+    model = adapters_core.init(model)
+    model.add_adapter("p", method, set_active=True)
+    with torch.no_grad():  # a prompt / intervention that changes the tokens
+        for name, p in model.named_parameters():
+            if ".prompt_tunings." in name or ".refts." in name:
+                p.add_(torch.randn_like(p))
+    model.eval()
+    ids = torch.randint(5, 400, (1, 7), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert model(input_ids=ids).logits.shape[1] == 7
+        generated = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=5,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    assert generated.tolist() == greedy_by_full_forward(model, ids, "decoder", 5)
