@@ -191,8 +191,12 @@ class Average(AdapterCompositionBlock):
         return {"weights": self.weights, "normalize_weights": False}
 
 
+class MultiTask(AdapterCompositionBlock):
+    """Each example goes to one child, chosen by the forward's ``task_ids`` (MTL-LoRA)."""
+
+
 BLOCKS_BY_NAME: dict[str, type[AdapterCompositionBlock]] = {
-    b.__name__: b for b in (Stack, Fuse, Split, Parallel, BatchSplit, Average)
+    b.__name__: b for b in (Stack, Fuse, Split, Parallel, BatchSplit, Average, MultiTask)
 }
 
 # Which children each block may hold (the reference library's ALLOWED_NESTINGS).
@@ -203,7 +207,9 @@ ALLOWED_NESTINGS: dict[type, tuple[type, ...]] = {
     Parallel: (str, Stack, BatchSplit, Average),
     BatchSplit: (str, Stack, Split, BatchSplit, Average),
     Average: (str, Stack, Split, BatchSplit),
+    MultiTask: (str, Stack, Average, Fuse),
 }
+ALLOWED_NESTINGS[Stack] += (MultiTask,)
 
 # Blocks only some architectures support.
 SUPPORTED_MODELS: dict[type, tuple[str, ...]] = {
@@ -304,6 +310,7 @@ __all__ = [
     "BatchSplit",
     "Parallel",
     "Average",
+    "MultiTask",
     "ALLOWED_NESTINGS",
     "SUPPORTED_MODELS",
     "parse_composition",

@@ -25,6 +25,9 @@ from .fusion_config import (
 )
 from .hashing import get_adapter_config_hash
 from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
+from .mtl_lora_config import MTLLoRAConfig
+from .prompt_tuning_config import PromptTuningConfig
+from .reft_config import DiReftConfig, LoReftConfig, NoReftConfig, ReftConfig
 
 # Old names kept by the reference library
 PfeifferConfig = SeqBnConfig
@@ -41,6 +44,12 @@ __all__ = [
     "IA3Config",
     "LoRAConfig",
     "VeraConfig",
+    "ReftConfig",
+    "PromptTuningConfig",
+    "MTLLoRAConfig",
+    "LoReftConfig",
+    "NoReftConfig",
+    "DiReftConfig",
     "AdapterConfig",
     "AdapterFusionConfig",
     "AdapterPlusConfig",

@@ -257,12 +257,16 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
         pooled = getattr(base_outputs, "pooler_output", None)
         inv = active_invertible_adapter(self.adapter_base_model)
         input_ids = kwargs.pop("input_ids", None)
+        # prompt tuning: the first position of the sequence the layers saw (methods/prompt_tuning)
+        first = kwargs.pop("prompt_first", None)
 
         def run(name: str, seq: torch.Tensor, pool: Any, extra: dict[str, Any]) -> Any:
             if name not in self.heads:
                 raise AdapterNotFoundError(f"No head named {name!r} in this model.")
             head = self.heads[name]
             cls = self._pool_sequence(seq, attention_mask, input_ids)
+            if cls is None and first is not None and first.shape[0] == seq.shape[0]:
+                cls = first
             out = head(
                 seq,
                 pooled_output=pool,

@@ -6,9 +6,15 @@ from .fusion import AdapterFusionLayer
 from .invertible import GLOWCouplingBlock, InvertibleMethod, NICECouplingBlock
 from .lora import LoRALayerMixin
 from .lora_method import LoRAMethod
+from .mtl_lora import TaskIdsArgument
+from .prompt_tuning import PromptTuningMethod
+from .reft import ReftMethod
 
 # Order matters only for attach(); each method builds modules for the configs it handles.
 METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod(), LoRAMethod()]
+METHODS.append(ReftMethod())
+METHODS.append(PromptTuningMethod())
+METHODS.append(TaskIdsArgument())
 
 __all__ = [
     "METHODS",
@@ -23,4 +29,6 @@ __all__ = [
     "LoRAMethod",
     "NICECouplingBlock",
     "ParallelBottleneckAdapter",
+    "PromptTuningMethod",
+    "ReftMethod",
 ]

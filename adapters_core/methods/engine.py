@@ -21,11 +21,12 @@ from ..composition import (
     Average,
     BatchSplit,
     Fuse,
+    MultiTask,
     Parallel,
     Split,
     Stack,
 )
-from ..context import AdapterSetup
+from ..context import AdapterSetup, ForwardContext
 from ..errors import CompositionError
 
 
@@ -209,6 +210,31 @@ class ComposableLayer:
             out = out._replace(last=done[-1].last)
         return out
 
+    def compose_multi_task(self, setup: MultiTask, state: Any, lvl: int) -> Any:
+        """Each example to the child its ``task_ids`` entry names (the forward's argument)."""
+        ctx = ForwardContext.get_context()
+        task_ids = ctx.values.get("task_ids") if ctx is not None else None
+        if task_ids is None:
+            raise CompositionError("A MultiTask setup needs task_ids=... in the forward call.")
+        names = [c if isinstance(c, str) else c.last() for c in setup]
+        if isinstance(task_ids, list | tuple) and task_ids and isinstance(task_ids[0], str):
+            unknown = [t for t in task_ids if t not in names]
+            if unknown:
+                raise CompositionError(f"task_ids name tasks {unknown} not in {names}.")
+            task_ids = [names.index(t) for t in task_ids]
+        device = state.hidden_states.device
+        ids = torch.as_tensor(task_ids, device=device).long().reshape(-1)
+        bsz = state.hidden_states.shape[0]
+        if ids.shape[0] != bsz or bool(((ids < 0) | (ids >= len(names))).any()):
+            raise CompositionError(
+                f"task_ids must hold one task index in [0, {len(names)}) per example of the "
+                f"batch ({bsz}), got {ids.tolist()}."
+            )
+        order = ids.argsort(stable=True)
+        sizes = ids.bincount(minlength=len(names)).tolist()
+        out = self._split_batch(setup, self.slice_state(state, order, dim=0), sizes, lvl)
+        return self.slice_state(out, order.argsort(), dim=0)
+
 
 _HANDLERS: dict[type, str] = {
     Stack: "compose_stack",
@@ -217,4 +243,5 @@ _HANDLERS: dict[type, str] = {
     BatchSplit: "compose_batch_split",
     Parallel: "compose_parallel",
     Average: "compose_average",
+    MultiTask: "compose_multi_task",
 }

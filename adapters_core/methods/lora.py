@@ -19,7 +19,16 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
-from ..composition import AdapterCompositionBlock, Average, BatchSplit, Fuse, Parallel, Split, Stack
+from ..composition import (
+    AdapterCompositionBlock,
+    Average,
+    BatchSplit,
+    Fuse,
+    MultiTask,
+    Parallel,
+    Split,
+    Stack,
+)
 from ..configuration import AdapterConfig, ConfigUnion
 from ..configuration.lora_config import LoRAConfig
 from ..context import ForwardContext
@@ -78,7 +87,7 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
 
     _lora_base_cls: type  # the wrapped layer's own class
 
-    supported_compositions = (Stack, BatchSplit, Parallel, Average, Fuse, Split)
+    supported_compositions = (Stack, BatchSplit, Parallel, Average, Fuse, Split, MultiTask)
 
     def init_lora_layer(self, target: LinearTarget, state: ModelAdaptersConfig) -> None:
         self.lora_target = target

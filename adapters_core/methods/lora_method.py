@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..composition import AdapterCompositionBlock, Average, BatchSplit, Parallel, Stack
+from ..composition import AdapterCompositionBlock, Average, BatchSplit, MultiTask, Parallel, Stack
 from ..configuration import AdapterConfig
 from ..configuration.lora_config import LoRAConfig
 from ..errors import AdapterConfigError, AdapterError, CompositionError
@@ -44,8 +44,8 @@ class LoRAMethod(AdapterMethod):
     """LoRA, IA3, DoRA and VeRA (the reference's ``architecture: lora``)."""
 
     name = "lora"
-    supported_compositions = (Stack, BatchSplit, Parallel, Average)
-    config_names = ("lora", "ia3", "dora", "vera")
+    supported_compositions = (Stack, BatchSplit, Parallel, Average, MultiTask)
+    config_names = ("lora", "ia3", "dora", "vera", "mtl_lora")
 
     def __init__(self, targets: Any = None) -> None:
         # targets(base_model) -> [LinearTarget] with paths; by default the architecture table's

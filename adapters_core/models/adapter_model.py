@@ -122,6 +122,8 @@ class AdapterModelBase(ModelWithFlexibleHeadsMixin):
                 outputs = _with_first(outputs, outputs[0] * (self.config.d_model**-0.5))
             ref = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
             head_kwargs: dict[str, Any] = {"input_ids": input_ids}
+            if "prompt_tuning_first" in context.values:
+                head_kwargs["prompt_first"] = context.values["prompt_tuning_first"]
             if labels is not None:
                 head_kwargs["labels"] = labels
             if start_positions is not None:
