@@ -95,9 +95,10 @@ def test_train_save_load_merge_reset(tmp_path: Path, arch: str, variant: str) ->
     assert torch.equal(_hidden(other, inputs), expected)
 
     model.merge_adapter("a")
-    # 1e-5, relative to the output's scale for DoRA: its row rescaling of (W + sBA) x against
-    # W x + sBA x differs by float32 rounding, ~1.4e-5 on T5's unnormalised outputs of ~3
-    scale = max(1.0, expected.abs().max().item()) if variant == "dora" else 1.0
+    # 1e-5 relative to the output's scale: (W + sBA) x against W x + sBA x differs by float32
+    # rounding, which grows with the output (DoRA ~1.4e-5 on T5's unnormalised outputs of ~3;
+    # LoRA 1.02e-5 on Qwen2's, whose hidden states exceed 1)
+    scale = max(1.0, expected.abs().max().item())
     assert (_hidden(model, inputs) - expected).abs().max() <= 1e-5 * scale
     model.reset_adapter()
     state = model.state_dict()
