@@ -25,6 +25,7 @@ from .fusion_config import (
 )
 from .hashing import get_adapter_config_hash
 from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
+from .prefix_config import MAMConfig, PrefixTuningConfig, UniPELTConfig
 
 # Old names kept by the reference library
 PfeifferConfig = SeqBnConfig
@@ -39,6 +40,9 @@ __all__ = [
     "DoRAConfig",
     "DvoRAConfig",
     "IA3Config",
+    "MAMConfig",
+    "PrefixTuningConfig",
+    "UniPELTConfig",
     "LoRAConfig",
     "VeraConfig",
     "AdapterConfig",

@@ -6,9 +6,11 @@ from .fusion import AdapterFusionLayer
 from .invertible import GLOWCouplingBlock, InvertibleMethod, NICECouplingBlock
 from .lora import LoRALayerMixin
 from .lora_method import LoRAMethod
+from .prefix_tuning import PrefixTuningMethod
 
 # Order matters only for attach(); each method builds modules for the configs it handles.
 METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod(), LoRAMethod()]
+METHODS.append(PrefixTuningMethod())
 
 __all__ = [
     "METHODS",
@@ -23,4 +25,5 @@ __all__ = [
     "LoRAMethod",
     "NICECouplingBlock",
     "ParallelBottleneckAdapter",
+    "PrefixTuningMethod",
 ]

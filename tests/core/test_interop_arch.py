@@ -34,7 +34,7 @@ ARCHS = [
     "tiny-modernbert",
 ]
 NOT_YET = {
-    **dict.fromkeys(["prefix_tuning", "prompt_tuning", "loreft", "mam", "unipelt"], "issue 14"),
+    **dict.fromkeys(["prompt_tuning", "loreft"], "issue 14"),
 }
 
 
