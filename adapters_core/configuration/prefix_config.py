@@ -84,7 +84,7 @@ class UniPELTConfig(ConfigUnion):
         parts = [
             prefix_tuning or PrefixTuningConfig(prefix_length=10),
             adapter or SeqBnConfig(reduction_factor=16),
-            lora or LoRAConfig(r=8),
+            lora or LoRAConfig(r=8, alpha=2),
         ]
         super().__init__(*[p.replace(use_gating=True) for p in parts])
 

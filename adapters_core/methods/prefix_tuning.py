@@ -302,7 +302,7 @@ class PrefixTuningMethod(AdapterMethod):
 
     name = "prefix_tuning"
     supported_compositions = (Stack, BatchSplit, Parallel)
-    config_names = ("prefix_tuning",)
+    config_names = ("prefix_tuning", "mam", "unipelt")
 
     def supports(self, spec: ArchitectureSpec, config_name: str) -> str | None:
         if not any(s.linear("selfattn", "q") for s in spec.stacks):
@@ -457,5 +457,17 @@ class PrefixTuningMethod(AdapterMethod):
 
 
 def eject_prefix_tuning(model: Any, name: str) -> None:
-    """Model-level helper: see :meth:`PrefixTuningMethod.eject`."""
+    """Replace the reparameterised prefixes of adapter ``name`` by flat parameters (same
+    outputs, fewer parameters, no MLP at inference); its config becomes ``flat=True``."""
+    state = model.adapters_config
+    if name not in state.adapters:
+        raise AdapterError(f"No adapter named {name!r} in this model.")
     PrefixTuningMethod().eject(model.adapters_handle, name)
+    config = state.adapters[name]
+    if isinstance(config, ConfigUnion):
+        parts = [
+            c.replace(flat=True) if isinstance(c, PrefixTuningConfig) else c for c in config.configs
+        ]
+        state.adapters[name] = ConfigUnion(*parts)
+    else:
+        state.adapters[name] = config.replace(flat=True)
