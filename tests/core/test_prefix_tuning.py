@@ -15,7 +15,7 @@ from transformers import GenerationConfig
 
 from adapters_core import AutoAdapterModel, BatchSplit, Stack
 from adapters_core.configuration import AdapterConfig, ConfigUnion, PrefixTuningConfig
-from adapters_core.errors import AdapterError, CompositionError
+from adapters_core.errors import AdapterConfigError, AdapterError, CompositionError
 from adapters_core.models import SPECS
 from adapters_core.weights import adapter_filter
 
@@ -315,3 +315,31 @@ def test_stack_and_batch_split() -> None:
         from adapters_core import Fuse
 
         model.set_active_adapters(Fuse("a", "b"))
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+@pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-llama", "tiny-bart"])
+def test_prefixed_decoder_stays_causal(arch: str, impl: str) -> None:
+    """Without an attention mask (SDPA then has none), a position still sees only the prefix
+    and the tokens before it: appending tokens leaves earlier logits unchanged."""
+    kind = SPECS[ARCHS[arch]].kind
+    model = _fresh(arch, attn_implementation=impl)
+    model.add_adapter("t", "prefix_tuning[prefix_length=4, bottleneck_size=16]")
+    _add_head(model, kind)
+    model.set_active_adapters("t")
+    model.eval()
+    ids = torch.tensor([[11, 57, 203, 99, 4, 8, 300, 21]])
+    key = "decoder_input_ids" if kind == "encoder-decoder" else "input_ids"
+    extra = {"input_ids": ids} if kind == "encoder-decoder" else {}
+    with torch.no_grad():
+        full = model(**{key: ids}, **extra).logits
+        short = model(**{key: ids[:, :5]}, **extra).logits
+    torch.testing.assert_close(short, full[:, :5], atol=1e-5, rtol=0)
+
+
+def test_attention_the_prefixes_cannot_enter_is_refused() -> None:
+    model = _fresh("tiny-llama")
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(AdapterConfigError, match="flash_attention_2"):
+        model.add_adapter("t", "prefix_tuning")
+    assert "t" not in model.adapters_config.adapters
