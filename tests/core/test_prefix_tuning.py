@@ -343,3 +343,22 @@ def test_attention_the_prefixes_cannot_enter_is_refused() -> None:
     with pytest.raises(AdapterConfigError, match="flash_attention_2"):
         model.add_adapter("t", "prefix_tuning")
     assert "t" not in model.adapters_config.adapters
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_load_with_leave_out_keeps_the_other_layers(tmp_path: Path, flat: bool) -> None:
+    """AdapterDrop at load time: the left-out layers lose their prefix, the others keep theirs
+    (the same outputs as the full adapter with those layers skipped)."""
+    model = _fresh("tiny-llama")
+    model.add_adapter("t", f"prefix_tuning[prefix_length=4, bottleneck_size=16, flat={flat}]")
+    model.add_causal_lm_head("t")
+    model.save_adapter(tmp_path / "t", "t")
+    model.set_active_adapters("t", skip_layers=[0])
+    ids = torch.tensor([[11, 57, 203, 99, 4]])
+    with torch.no_grad():
+        expected = model.eval()(input_ids=ids).logits
+    fresh = _fresh("tiny-llama")
+    fresh.load_adapter(tmp_path / "t", leave_out=[0], set_active=True)
+    assert not hasattr(fresh.adapter_base_model.layers[0].self_attn, "prefix_tuning")
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(input_ids=ids).logits, expected, atol=1e-6, rtol=0)
