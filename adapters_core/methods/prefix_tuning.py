@@ -432,7 +432,42 @@ class PrefixTuningMethod(AdapterMethod):
         self, model: ModelHandle, name: str, state: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         """Read the reference's layout: drop the per-layer copies of the pool (they must equal
-        the pool's own entries, which are what is loaded)."""
+        the pool's own entries, which are what is loaded); loaded with ``leave_out``, keep the
+        rows of the layers that stay."""
+        state = self._drop_copies(name, state)
+        return self._keep_layers(model, name, state)
+
+    def _keep_layers(
+        self, model: ModelHandle, name: str, state: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        pool = model.base_model._modules.get("prefix_tuning")
+        if pool is None or name not in pool.prefix_tunings:
+            return state
+        config = prefix_configs_of(model.state.adapters[name])[0]
+        everywhere = config.replace(leave_out=[])
+        state = dict(state)
+        for key, module in pool.prefix_tunings[name].items():
+            sites = [s for s in prefix_sites(model) if s.location_key == key]
+            candidates = [s.idx for s in sites if _wanted(s, everywhere)]
+            kept = [i for i, idx in enumerate(candidates) if idx not in config.leave_out]
+            if len(kept) == len(candidates):
+                continue
+            block = 2 * module.n_heads * module.head_dim  # keys and values of one layer
+            rows = torch.cat([torch.arange(i * block, (i + 1) * block) for i in kept])
+            for k in list(state):
+                if f"prefix_tunings.{name}.{key}.control_trans" not in k:
+                    continue
+                value = state[k]
+                if k.endswith("control_trans.2.weight") or k.endswith("control_trans.2.bias"):
+                    if value.shape[0] == len(candidates) * block:
+                        state[k] = value[rows]
+                elif k.endswith(".control_trans") and value.numel() == (
+                    config.prefix_length * len(candidates) * block
+                ):
+                    state[k] = value.view(config.prefix_length, -1)[:, rows].reshape(-1)
+        return state
+
+    def _drop_copies(self, name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         marker = f".prefix_tuning.pool.prefix_tunings.{name}."
         copies = {k: v for k, v in state.items() if marker in k}
         if not copies:
