@@ -26,7 +26,13 @@ ARCHS = dict(TINY_MODEL_TYPES)
 METHODS = ["prefix_tuning[prefix_length=4, bottleneck_size=16]", "mam", "unipelt"]
 # flat prefixes differ only in the generator: one architecture of each kind
 FLAT = "prefix_tuning[prefix_length=3, flat=True]"
-CASES = [(a, m) for a in ARCHS for m in METHODS]
+# the unions on every architecture are marked slow (CI runs them); one of each kind stays fast
+FAST_UNION_ARCHS = ("tiny-bert", "tiny-llama", "tiny-t5")
+CASES = [
+    pytest.param(a, m, marks=() if m == METHODS[0] or a in FAST_UNION_ARCHS else pytest.mark.slow)
+    for a in ARCHS
+    for m in METHODS
+]
 CASES += [(a, FLAT) for a in ("tiny-distilbert", "tiny-mistral", "tiny-t5")]
 
 
