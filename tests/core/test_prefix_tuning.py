@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from transformers import GenerationConfig
 
-from adapters_core import AutoAdapterModel, BatchSplit, Stack
+from adapters_core import AutoAdapterModel, BatchSplit, Parallel, Stack
 from adapters_core.configuration import AdapterConfig, ConfigUnion, PrefixTuningConfig
 from adapters_core.errors import AdapterConfigError, AdapterError, CompositionError
 from adapters_core.models import SPECS
@@ -368,3 +368,22 @@ def test_load_with_leave_out_keeps_the_other_layers(tmp_path: Path, flat: bool) 
     assert not hasattr(fresh.adapter_base_model.layers[0].self_attn, "prefix_tuning")
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(input_ids=ids).logits, expected, atol=1e-6, rtol=0)
+
+
+def test_parallel_gives_each_channel_its_prefix() -> None:
+    model = _fresh("tiny-llama")
+    model.add_adapter("a", "prefix_tuning[prefix_length=6, bottleneck_size=8]")
+    model.add_adapter("b", "prefix_tuning[prefix_length=2, bottleneck_size=8]")
+    model.add_causal_lm_head("a")
+    model.add_causal_lm_head("b")
+    model.eval()
+    ids = torch.tensor([[4, 5, 6, 7], [8, 9, 10, 11]])
+    with torch.no_grad():
+        model.set_active_adapters("a")
+        only_a = model(input_ids=ids).logits
+        model.set_active_adapters("b")
+        only_b = model(input_ids=ids).logits
+        model.set_active_adapters(Parallel("a", "b"))
+        out = model(input_ids=ids)
+    torch.testing.assert_close(out[0].logits, only_a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1].logits, only_b, atol=1e-5, rtol=0)
