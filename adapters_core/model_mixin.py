@@ -364,6 +364,12 @@ class ModelAdaptersMixin(AdapterPersistenceMixin):
             if n in self.adapters_config.merged:
                 self.adapters_config.merged.remove(n)
 
+    def eject_prefix_tuning(self, name: str) -> None:
+        """Turn the reparameterised prefixes of adapter ``name`` into flat parameters."""
+        from .methods.prefix_tuning import eject_prefix_tuning
+
+        eject_prefix_tuning(self, name)
+
     # --- training ------------------------------------------------------------------------
 
     def freeze_model(self, freeze: bool = True) -> None:

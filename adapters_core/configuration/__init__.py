@@ -28,6 +28,7 @@ from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraCon
 from .mtl_lora_config import MTLLoRAConfig
 from .prompt_tuning_config import PromptTuningConfig
 from .reft_config import DiReftConfig, LoReftConfig, NoReftConfig, ReftConfig
+from .prefix_config import MAMConfig, PrefixTuningConfig, UniPELTConfig
 
 # Old names kept by the reference library
 PfeifferConfig = SeqBnConfig
@@ -42,6 +43,9 @@ __all__ = [
     "DoRAConfig",
     "DvoRAConfig",
     "IA3Config",
+    "MAMConfig",
+    "PrefixTuningConfig",
+    "UniPELTConfig",
     "LoRAConfig",
     "VeraConfig",
     "ReftConfig",

@@ -7,11 +7,13 @@ from .invertible import GLOWCouplingBlock, InvertibleMethod, NICECouplingBlock
 from .lora import LoRALayerMixin
 from .lora_method import LoRAMethod
 from .mtl_lora import TaskIdsArgument
+from .prefix_tuning import PrefixTuningMethod
 from .prompt_tuning import PromptTuningMethod
 from .reft import ReftMethod
 
 # Order matters only for attach(); each method builds modules for the configs it handles.
 METHODS: list[AdapterMethod] = [BottleneckMethod(), InvertibleMethod(), LoRAMethod()]
+METHODS.append(PrefixTuningMethod())
 METHODS.append(ReftMethod())
 METHODS.append(PromptTuningMethod())
 METHODS.append(TaskIdsArgument())
@@ -29,6 +31,7 @@ __all__ = [
     "LoRAMethod",
     "NICECouplingBlock",
     "ParallelBottleneckAdapter",
+    "PrefixTuningMethod",
     "PromptTuningMethod",
     "ReftMethod",
 ]

@@ -156,10 +156,9 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
             w = self.weight_oi()
             slices = self._row_index(name)
             weight_rows = w if slices is None else torch.cat([w[s] for s in slices], 0)
-        if config.use_gating and self.lora_target.fused:
-            del self._lora_parts[name]
-            raise AdapterError("Gating (use_gating) is not supported on fused QKV projections.")
         kwargs: dict[str, Any] = {"weight_rows": weight_rows}
+        if config.use_gating and self.lora_target.fused:
+            kwargs["gating_heads"] = len(parts)  # one gate per fused part, as the reference
         if config.is_vera and config.composition_mode == "add":
             kwargs["shared"] = shared
         cls = VARIANTS[config.variant]

@@ -84,11 +84,6 @@ class LoRAMethod(AdapterMethod):
                     f"Adapter {name!r} ({cfg.variant}) adapts no layer of this model: check "
                     "attn_matrices, selfattn_lora/intermediate_lora/output_lora and leave_out."
                 )
-            if cfg.use_gating and any(t.fused for t, _ in sites):
-                raise AdapterConfigError(
-                    f"Adapter {name!r}: gating (use_gating) is not supported on fused QKV "
-                    "projections."
-                )
             for _, module in sites:
                 if not isinstance(module, nn.Linear | Conv1D):
                     raise AdapterConfigError(

@@ -109,7 +109,10 @@ class LoRAVariant(nn.Module):
 
     def _finish(self, h: torch.Tensor, x: torch.Tensor, scaling: float) -> tuple[Any, Any]:
         if self.use_gating:
-            gate = torch.sigmoid(self.gate(x)).mean(dim=1).unsqueeze(-1)
+            gate = torch.sigmoid(self.gate(x)).mean(dim=1)
+            if gate.shape[-1] > 1:  # fused QKV: one gate per part, over that part's rows
+                return h * gate.repeat_interleave(self.rows, dim=-1).unsqueeze(1), gate
+            gate = gate.unsqueeze(-1)
             return h * gate, gate
         if scaling != 1.0:
             h = h * scaling

@@ -58,12 +58,16 @@ def test_unknown_method(tmp_path: Path, tiny_bert_adapter_model) -> None:
         BertAdapterModel(tiny_bert_config()).load_adapter(folder)
 
 
-def test_future_method_names_its_issue(interop_dir: Path) -> None:
+def test_future_method_names_its_issue(tmp_path: Path, tiny_bert_adapter_model) -> None:
+    folder = _saved(tmp_path, tiny_bert_adapter_model)
+    saved = json.loads((folder / "adapter_config.json").read_text())
+    saved["config"] = {"architecture": "mtl_lora"}
+    (folder / "adapter_config.json").write_text(json.dumps(saved))
     model = BertAdapterModel(tiny_bert_config())
     with pytest.raises(AdapterConfigError, match="arrives with the issue"):
-        model.load_adapter(interop_dir / "tiny-bert" / "prefix_tuning" / "a")
+        model.load_adapter(folder)
     with pytest.raises(AdapterConfigError, match="arrives with the issue"):
-        model.add_adapter("c", config="prefix_tuning")
+        model.add_adapter("c", config="mtl_lora")
     assert "c" not in model.adapters_config.adapters
 
 
