@@ -26,9 +26,9 @@ from .fusion_config import (
 from .hashing import get_adapter_config_hash
 from .lora_config import DoRAConfig, DvoRAConfig, IA3Config, LoRAConfig, VeraConfig
 from .mtl_lora_config import MTLLoRAConfig
+from .prefix_config import MAMConfig, PrefixTuningConfig, UniPELTConfig
 from .prompt_tuning_config import PromptTuningConfig
 from .reft_config import DiReftConfig, LoReftConfig, NoReftConfig, ReftConfig
-from .prefix_config import MAMConfig, PrefixTuningConfig, UniPELTConfig
 
 # Old names kept by the reference library
 PfeifferConfig = SeqBnConfig

@@ -19,27 +19,6 @@ from .config_string import parse_config_string
 
 ConfigLike = Union["AdapterConfig", Mapping[str, Any], str, PathLike, None]
 
-# Methods of adapters 1.3.0 that this library does not implement yet (a later issue adds them).
-FUTURE_ARCHITECTURES = ("prefix_tuning", "prompt_tuning", "reft", "mtl_lora")
-FUTURE_IDENTIFIERS = (
-    "prefix_tuning",
-    "prefix_tuning_flat",
-    "prompt_tuning",
-    "mtl_lora",
-    "loreft",
-    "noreft",
-    "direft",
-    "mam",
-    "unipelt",
-)
-
-
-def future_method_error(method: str) -> AdapterConfigError:
-    return AdapterConfigError(
-        f"Adapter method {method!r} is not implemented in adapters_core yet: method {method} "
-        "arrives with the issue that adds the other methods."
-    )
-
 
 class AdapterConfig(Mapping):
     """Base class of method configs. Instances are frozen; use :meth:`replace` to change them."""
@@ -440,8 +419,6 @@ register_config(
 def _class_for_architecture(arch: str | None) -> type[AdapterConfig]:
     if arch in _CONFIG_BY_ARCHITECTURE:
         return _CONFIG_BY_ARCHITECTURE[arch]
-    if arch in FUTURE_ARCHITECTURES:
-        raise future_method_error(str(arch))
     known = sorted(str(a) for a in _CONFIG_BY_ARCHITECTURE if a)
     raise AdapterConfigError(
         f"Unknown adapter architecture {arch!r}; known: bottleneck (no key), {', '.join(known)}."
@@ -452,8 +429,6 @@ def _identifier_config(name: str) -> AdapterConfig:
     key = _ALIASES.get(name, name)
     entry = _CONFIG_BY_IDENTIFIER.get(key)
     if entry is None:
-        if key in FUTURE_IDENTIFIERS:
-            raise future_method_error(key)
         known = sorted(set(_CONFIG_BY_IDENTIFIER) | set(_ALIASES))
         raise AdapterConfigError(
             f"Unknown adapter config identifier {name!r}; known: {', '.join(known)}."

@@ -58,16 +58,16 @@ def test_unknown_method(tmp_path: Path, tiny_bert_adapter_model) -> None:
         BertAdapterModel(tiny_bert_config()).load_adapter(folder)
 
 
-def test_future_method_names_its_issue(tmp_path: Path, tiny_bert_adapter_model) -> None:
+def test_unknown_method_lists_the_known_ones(tmp_path: Path, tiny_bert_adapter_model) -> None:
     folder = _saved(tmp_path, tiny_bert_adapter_model)
     saved = json.loads((folder / "adapter_config.json").read_text())
-    saved["config"] = {"architecture": "mtl_lora"}
+    saved["config"] = {"architecture": "no_such_method"}
     (folder / "adapter_config.json").write_text(json.dumps(saved))
     model = BertAdapterModel(tiny_bert_config())
-    with pytest.raises(AdapterConfigError, match="arrives with the issue"):
+    with pytest.raises(AdapterConfigError, match="'no_such_method'.*known: .*mtl_lora"):
         model.load_adapter(folder)
-    with pytest.raises(AdapterConfigError, match="arrives with the issue"):
-        model.add_adapter("c", config="mtl_lora")
+    with pytest.raises(AdapterConfigError, match="'no_such_config'.*known: .*unipelt"):
+        model.add_adapter("c", config="no_such_config")
     assert "c" not in model.adapters_config.adapters
 
 

@@ -1,8 +1,7 @@
 """Every interop case folder of the 11 more architectures (../shared/interop, ARCH_CASES.md):
 adapters written by the reference library load here and reproduce its recorded outputs.
 
-One test per case folder. Cases of methods that are not built yet are skipped with the reason
-in ``NOT_YET`` (remove an entry when its method lands)."""
+One test per case folder; none is skipped: every method of the reference is built."""
 
 from __future__ import annotations
 
@@ -33,7 +32,6 @@ ARCHS = [
     "tiny-qwen2",
     "tiny-modernbert",
 ]
-NOT_YET: dict[str, str] = {}
 
 
 def _cases() -> list[Any]:
@@ -118,8 +116,6 @@ def _fresh(loader: Any, path: Path, expected: dict[str, Any]) -> Any:
 
 @pytest.mark.parametrize(("arch", "case"), _cases())
 def test_reference_case_reproduces_outputs(interop_dir: Path, arch: str, case: str) -> None:
-    if case in NOT_YET:
-        pytest.skip(f"method {case} is not built yet ({NOT_YET[case]})")
     case_dir = interop_dir / arch / case
     expected = load_expected(case_dir)
     base_path = interop_dir / expected["base_model"]
