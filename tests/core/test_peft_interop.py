@@ -288,3 +288,23 @@ def test_export_refuses_what_peft_computes_differently(tmp_path: Path) -> None:
         model.save_adapter(tmp_path / "d", "d", format="peft")
     with pytest.raises(AdapterConfigError, match="no PEFT equivalent"):
         model.save_adapter(tmp_path / "b", "b", format="peft")
+
+
+def test_leave_out_drops_layers_of_a_peft_adapter(tmp_path: Path) -> None:
+    """AdapterDrop on a PEFT folder: the left-out layer runs as the plain model (as if PEFT's
+    lora_B were zero there)."""
+    torch.manual_seed(0)
+    base = _bert().eval()
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"])
+    _peft_folder(base, config, tmp_path / "p")
+    model = _ours(base)
+    model.load_adapter(tmp_path / "p", load_as="x", set_active=True, leave_out=[1])
+    assert 1 not in model.get_adapter("x") and 0 in model.get_adapter("x")
+    assert model.adapters_config.adapters["x"].leave_out == [1]
+
+    reference = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "p").eval()
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if "layer.1." in name and "lora_B" in name:
+                p.zero_()
+    assert (_out(model) - _out(reference)).abs().max() < TOL
