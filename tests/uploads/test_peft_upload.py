@@ -134,3 +134,16 @@ def test_peft_weights_without_a_peft_config_are_rejected(
     up = upload(alice, zip_folder(folder), django_capture_on_commit_callbacks)
     failed = next(e for e in up.report if e["ok"] is False)
     assert failed["name"] == "archive" and "no peft_type" in failed["message"]
+
+
+def test_peft_base_model_must_be_a_hub_id(alice, tmp_path, django_capture_on_commit_callbacks):
+    """PEFT writes whatever path the base model came from; the hub takes model ids only."""
+    folder = tmp_path / "peft"
+    save_peft_lora(folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(TINY_BERT)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    up = upload(alice, zip_folder(folder), django_capture_on_commit_callbacks)
+    failed = next(e for e in up.report if e["ok"] is False)
+    assert failed["name"] == "peft"
+    assert "base_model_name_or_path" in failed["message"] and "not a model id" in failed["message"]
