@@ -555,6 +555,76 @@ def _export_lora_family(
     return _export_lora(model, name)
 
 
+# ---------------------------------------------------------------------------------------------
+# Prompt tuning
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_prompt_tuning(
+    model: ModelAdaptersMixin,
+    name: str,
+    cfg: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    leave_out: set[int],
+) -> None:
+    """PEFT puts its virtual tokens in front of the token embeddings (``inputs_embeds``), so
+    they take positions like tokens; prompt tuning here does the same on decoders. On encoders
+    it follows the reference (after the embeddings, no position embedding) and PEFT's
+    encoder-decoders prompt both stacks: those are refused."""
+    spec = model.adapters_spec
+    if not spec.is_decoder:
+        raise PeftFormatError(
+            f"PEFT prompt tuning on {model.config.model_type} ({spec.kind}) is not loaded: PEFT "
+            "adds its virtual tokens before the embeddings' position embeddings and norm"
+            + (" and prompts both the encoder and the decoder" if spec.is_encoder_decoder else "")
+            + "; prompt tuning here (as the adapters library) does not. Decoders load."
+        )
+    if set(tensors) != {"prompt_embeddings"}:
+        raise PeftFormatError(
+            f"PEFT prompt tuning holds {sorted(tensors)[:3]}, expected prompt_embeddings only."
+        )
+    weight = tensors["prompt_embeddings"]
+    n = int(cfg.get("num_virtual_tokens") or 0)
+    hidden = model.adapters_handle.hidden_size
+    if weight.dim() != 2 or weight.shape[1] != hidden or (n and weight.shape[0] != n):
+        raise AdapterLoadError(
+            f"PEFT prompt_embeddings {tuple(weight.shape)} do not fit {n} virtual tokens of "
+            f"this model's hidden size {hidden}."
+        )
+    from .configuration import AdapterConfig
+
+    config = AdapterConfig.load(
+        {
+            "architecture": "prompt_tuning",
+            "prompt_length": int(weight.shape[0]),
+            "combine": "prefix",
+        }
+    )
+    model.add_adapter(name, config)
+    try:
+        modules = model.adapters_handle.base_model.prompt_tuning.prompt_tunings
+        with torch.no_grad():
+            _copy(modules[name].prompt_embedding.weight, weight, "PEFT prompt_embeddings")
+    except Exception:
+        model.delete_adapter(name)
+        raise
+
+
+register_peft_format("PROMPT_TUNING", PeftFormat(_load_prompt_tuning))
+
+
+def _refuse_prefix_tuning(
+    model: ModelAdaptersMixin, name: str, cfg: dict[str, Any], *_: Any
+) -> None:
+    raise PeftFormatError(
+        "PEFT prefix tuning is not loaded: PEFT hands its prefix to the model as a KV cache, so "
+        "the real tokens take positions after the prefix (num_virtual_tokens onward, also under "
+        "RoPE), while prefix tuning here, as in the adapters library, keeps their positions "
+        "from 0: the same weights give other outputs."
+    )
+
+
+register_peft_format("PREFIX_TUNING", PeftFormat(_refuse_prefix_tuning))
 register_peft_format("LORA", PeftFormat(_load_lora, _export_lora_family))
 register_peft_format("IA3", PeftFormat(_load_ia3, _export_lora_family))
 

@@ -308,3 +308,76 @@ def test_leave_out_drops_layers_of_a_peft_adapter(tmp_path: Path) -> None:
             if "layer.1." in name and "lora_B" in name:
                 p.zero_()
     assert (_out(model) - _out(reference)).abs().max() < TOL
+
+
+def _prompt_tuning_built() -> bool:
+    from adapters_core.configuration import AdapterConfig
+
+    try:
+        AdapterConfig.load("prompt_tuning")
+    except AdapterConfigError:
+        return False
+    return True
+
+
+needs_prompt_tuning = pytest.mark.skipif(
+    not _prompt_tuning_built(), reason="prompt tuning is not built on this branch"
+)
+
+
+def _lm(kind: str) -> Any:
+    if kind == "llama":
+        return transformers.LlamaForCausalLM(_llama().config)
+    return transformers.GPT2LMHeadModel(_gpt2().config)
+
+
+@needs_prompt_tuning
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_peft_prompt_tuning_loads_on_decoders(kind: str, tmp_path: Path) -> None:
+    """PEFT's virtual tokens before the token embeddings: our decoder prompt tuning, same logits
+    on the real tokens (left padding included), and generate() gives greedy decoding by PEFT's
+    full forward passes (PEFT's own cached generate departs from those on Llama in this
+    transformers version, so its forward is the reference)."""
+    torch.manual_seed(0)
+    base = _lm(kind).eval()
+    config = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    model = peft.get_peft_model(copy.deepcopy(base), config)
+    with torch.no_grad():
+        model.prompt_encoder["default"].embedding.weight.normal_()
+    model.eval()
+    model.save_pretrained(tmp_path)
+    mask = torch.ones_like(IDS)
+    mask[1, :2] = 0
+    with torch.no_grad():
+        want = model(input_ids=IDS, attention_mask=mask).logits[:, 4:]
+        greedy = IDS[:1]
+        for _ in range(5):
+            step = model(input_ids=greedy).logits[:, -1].argmax(-1, keepdim=True)
+            greedy = torch.cat([greedy, step], dim=1)
+    ours = _ours(base)
+    ours.load_adapter(tmp_path, load_as="prompt", set_active=True)
+    assert ours.adapters_config.adapters["prompt"].prompt_length == 4
+    with torch.no_grad():
+        got = ours(input_ids=IDS, attention_mask=mask).logits
+        tokens = ours.generate(input_ids=IDS[:1], max_new_tokens=5, do_sample=False)
+    assert (got - want).abs().max() < TOL
+    assert tokens.tolist() == greedy.tolist()
+
+
+@needs_prompt_tuning
+def test_peft_prompt_tuning_on_an_encoder_is_refused(tmp_path: Path) -> None:
+    base = _bert().eval()
+    config = peft.PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=4)
+    peft.get_peft_model(copy.deepcopy(base), config).save_pretrained(tmp_path)
+    with pytest.raises(AdapterConfigError, match="before the embeddings' position embeddings"):
+        _ours(base).load_adapter(tmp_path)
+
+
+def test_peft_prefix_tuning_is_refused_with_the_reason(tmp_path: Path) -> None:
+    base = transformers.GPT2LMHeadModel(_gpt2().config).eval()
+    config = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
+    peft.get_peft_model(copy.deepcopy(base), config).save_pretrained(tmp_path)
+    model = _ours(base)
+    with pytest.raises(AdapterConfigError, match="real tokens take positions after the prefix"):
+        model.load_adapter(tmp_path)
+    assert not model.adapters_config.adapters
