@@ -241,3 +241,30 @@ def test_average_head_is_the_weighted_sum_of_the_heads():
     model.add_classification_head("other", num_labels=5)
     with pytest.raises(AdapterConfigError, match="different configurations"):
         model.average_head("bad", ["h1", "other"])
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["prefix_tuning", "prefix_tuning_flat", "prompt_tuning", "loreft", "direft", "mam", "unipelt"],
+)
+def test_linear_average_covers_the_methods_of_issue_14(config):
+    """The same weighted sum for the methods other branches add (found by their key markers);
+    skipped where the method is not built on this branch."""
+    from adapters_core.configuration import AdapterConfig
+
+    try:
+        AdapterConfig.load(config)
+    except AdapterConfigError:
+        pytest.skip(f"{config} is not built on this branch")
+    model = _bert()
+    model.add_adapter("a", config=config)
+    model.add_adapter("b", config=config)
+    _perturb(model, ["a", "b"])
+    model.average_adapter("avg", ["a", "b"], weights=[1.0, 3.0])
+    got = collect(model, adapter_filter("avg"))
+    a = _renamed(collect(model, adapter_filter("a")), "a", "avg")
+    b = _renamed(collect(model, adapter_filter("b")), "b", "avg")
+    assert got.keys() == a.keys() and got
+    for key in got:
+        assert torch.allclose(got[key], 0.25 * a[key] + 0.75 * b[key], atol=1e-6), key
+    assert torch.isfinite(_hidden(model, "avg")).all()
