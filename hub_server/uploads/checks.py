@@ -186,9 +186,21 @@ def check_peft(v: Validation) -> str:
         raise CheckFailed(f"base_model_name_or_path {basemodels.not_a_hub_id(model_name)}")
     try:
         base = basemodels.resolve_base_model(model_name)
-        model = basemodels.load_base_model(base)
+    except basemodels.BaseModelFetchDelayed as exc:
+        raise ValidationDelayed(str(exc)) from None
+    except SoftTimeLimitExceeded:
+        # as check_config: what arrived stays, the next attempt resumes the fetch
+        raise ValidationDelayed(
+            f"base model {model_name} was still being fetched from "
+            f"{settings.HUB_BASE_MODEL_ENDPOINT} when the validation time limit "
+            f"(HUB_VALIDATION_TIME_LIMIT) ran out; the fetch resumes at the next attempt"
+        ) from None
     except basemodels.BaseModelUnavailable as exc:
         raise CheckFailed(str(exc)) from None
+    try:
+        model = basemodels.load_base_model(base)
+    except Exception as exc:
+        raise CheckFailed(f"base model {model_name} could not be loaded: {exc}") from None
     peft_folder = v.folder
     (peft_folder / "README.md").unlink(missing_ok=True)  # PEFT's card; the hub writes its own
     try:

@@ -29,13 +29,13 @@ pytestmark = pytest.mark.django_db
 IDS = torch.tensor([[2, 45, 99, 300, 7, 12]])
 
 
-def save_peft_lora(folder: Path, **config) -> torch.Tensor:
+def save_peft_lora(folder: Path, base_name: str = "tiny-bert", **config) -> torch.Tensor:
     """A PEFT LoRA of tiny-bert with non-zero weights, saved by peft; returns PEFT's output."""
     from transformers import AutoModel
 
     torch.manual_seed(0)
     base = AutoModel.from_pretrained(str(TINY_BERT)).eval()
-    base.name_or_path = "tiny-bert"  # PEFT writes it as base_model_name_or_path
+    base.name_or_path = base_name  # PEFT writes it as base_model_name_or_path
     kwargs = {"r": 8, "lora_alpha": 8, "target_modules": ["query", "value"], **config}
     model = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(**kwargs))
     with torch.no_grad():
