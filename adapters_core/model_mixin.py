@@ -292,6 +292,32 @@ class ModelAdaptersMixin(AdapterPersistenceMixin):
                 out.setdefault(int(idx), {})[location] = module
         return out
 
+    def average_adapter(
+        self,
+        adapter_name: str,
+        adapter_list: list[str] | dict[str, float],
+        weights: list[float] | None = None,
+        combine_strategy: str = "linear",
+        normalize_weights: bool = True,
+        overwrite_ok: bool = False,
+        set_active: bool = False,
+        svd_rank: int | None = None,
+    ) -> None:
+        """Add an adapter as the weighted sum of adapters of one config (``merging.py``)."""
+        from .merging import average_adapter
+
+        average_adapter(
+            self,  # type: ignore[arg-type]
+            adapter_name,
+            adapter_list,
+            weights=weights,
+            combine_strategy=combine_strategy,
+            normalize_weights=normalize_weights,
+            overwrite_ok=overwrite_ok,
+            set_active=set_active,
+            svd_rank=svd_rank,
+        )
+
     # --- activation ----------------------------------------------------------------------
 
     def _parse_setup(self, adapter_setup: SetupArg) -> AdapterCompositionBlock | None:

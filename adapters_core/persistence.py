@@ -91,10 +91,20 @@ class AdapterPersistenceMixin:
         with_head: bool = True,
         meta_dict: Mapping[str, Any] | None = None,
         use_safetensors: bool = True,
+        format: str = "adapters",
     ) -> None:
-        """Write ``adapter_config.json`` and the weights (safetensors unless told otherwise)."""
+        """Write ``adapter_config.json`` and the weights (safetensors unless told otherwise).
+
+        ``format="peft"`` writes PEFT's folder format instead (LoRA and IA3; no head)."""
         if adapter_name not in self.adapters_config.adapters:
             raise AdapterNotFoundError(f"No adapter named {adapter_name!r} in this model.")
+        if format == "peft":
+            from .peft_format import save_peft_adapter
+
+            save_peft_adapter(self, save_directory, adapter_name)  # type: ignore[arg-type]
+            return
+        if format != "adapters":
+            raise AdapterConfigError(f"Unknown format {format!r}: 'adapters' or 'peft'.")
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         content = {"config": self.adapters_config.adapters[adapter_name].to_dict()}
@@ -222,10 +232,9 @@ class AdapterPersistenceMixin:
         """Load an adapter from a folder, URL or Hub identifier; returns its name in the model."""
         folder = self._resolve_folder(adapter_name_or_path, config, version, model_name)
         if loading.is_peft_folder(folder):
-            raise AdapterConfigError(
-                f"{folder} holds a PEFT adapter (adapter_config.json with peft_type), "
-                "not an AdapterHub adapter; load it with PEFT instead."
-            )
+            from .peft_format import load_peft_adapter
+
+            return load_peft_adapter(self, folder, load_as, set_active, leave_out)  # type: ignore[arg-type]
         config_path = folder / loading.ADAPTER_CONFIG_NAME
         if not config_path.is_file():
             raise AdapterNotFoundError(

@@ -191,6 +191,22 @@ class ModelWithFlexibleHeadsMixin(ModelAdaptersMixin):
         head = HEAD_TYPES["seq2seq_lm"](self.config, head_name)
         self.add_prediction_head(head, overwrite_ok)
 
+    def average_head(
+        self,
+        head_name: str,
+        head_list: list[str] | dict[str, float],
+        weights: list[float] | None = None,
+        normalize_weights: bool = True,
+        overwrite_ok: bool = False,
+        set_active: bool = False,
+    ) -> None:
+        """Add a head as the weighted sum of heads of one config (``merging.py``)."""
+        from ..merging import average_head
+
+        average_head(
+            self, head_name, head_list, weights, normalize_weights, overwrite_ok, set_active
+        )
+
     def delete_head(self, head_name: str) -> None:
         if head_name not in self.heads:
             raise AdapterNotFoundError(f"No head named {head_name!r} in this model.")

@@ -79,6 +79,7 @@ class Validation:
     base: basemodels.BaseModelSource | None = None
     model: Any = None
     adapter_name: str = ""
+    peft_type: str = ""  # a PEFT folder (converted by check_peft)
 
     @property
     def model_name(self) -> str:
@@ -118,12 +119,10 @@ def check_archive(v: Validation) -> str:
     except zipfile.BadZipFile as exc:
         raise CheckFailed(f"the zip archive is damaged: {exc}") from None
     entries = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    if "adapter_model.safetensors" in entries or "adapter_model.bin" in entries:
-        raise CheckFailed(
-            "this is a PEFT adapter (adapter_model.*), not an adapters folder; save it with "
-            "save_adapter of adapters or adapters_core"
-        )
-    allowed = allowed_file_names()
+    peft = "adapter_model.safetensors" in entries or "adapter_model.bin" in entries
+    if peft:
+        v.peft_type = _peft_type(folder)
+    allowed = PEFT_FILES if peft else allowed_file_names()
     unknown = [clip(e, 80) for e in entries if e not in allowed]
     if unknown:
         raise CheckFailed(
@@ -145,7 +144,84 @@ def check_archive(v: Validation) -> str:
     return f"{len(entries)} files, {total} bytes: {', '.join(entries)}"
 
 
-# -- 2. card -------------------------------------------------------------------------------------
+# -- 2. PEFT ------------------------------------------------------------------------------------
+
+PEFT_FILES = {ADAPTER_CONFIG, "adapter_model.safetensors", "adapter_model.bin", "README.md"}
+
+
+def _peft_type(folder: Path) -> str:
+    from adapters_core import AdapterError, loading
+
+    try:
+        config = loading.read_json_config(folder / ADAPTER_CONFIG)
+    except (AdapterError, ValueError, OSError):
+        config = None
+    peft_type = config.get("peft_type") if isinstance(config, dict) else None
+    if not isinstance(peft_type, str) or not peft_type:
+        raise CheckFailed(
+            f"adapter_model.* is PEFT's weights file, but {ADAPTER_CONFIG} has no peft_type: "
+            "upload the folder PeftModel.save_pretrained wrote, or a save_adapter folder"
+        )
+    return peft_type
+
+
+def check_peft(v: Validation) -> str:
+    """A PEFT folder (PeftModel.save_pretrained / push_to_hub) is read by adapters_core's PEFT
+    reader into its base model, which checks that every module and shape fits, and saved as an
+    adapters folder: the later checks and publishing see that folder. Others pass unchanged."""
+    from adapters_core import AdapterError
+
+    if not v.peft_type:
+        return "not a PEFT folder: nothing to convert"
+    peft_config = _read_json(v, ADAPTER_CONFIG)
+    model_name = str(
+        v.card_extra.get("model_name") or peft_config.get("base_model_name_or_path") or ""
+    )
+    if not model_name:
+        raise CheckFailed(
+            f"the PEFT {ADAPTER_CONFIG} has no base_model_name_or_path: give the base model "
+            "(model_name)"
+        )
+    if not basemodels.is_hub_id(model_name):
+        raise CheckFailed(f"base_model_name_or_path {basemodels.not_a_hub_id(model_name)}")
+    try:
+        base = basemodels.resolve_base_model(model_name)
+    except basemodels.BaseModelFetchDelayed as exc:
+        raise ValidationDelayed(str(exc)) from None
+    except SoftTimeLimitExceeded:
+        # as check_config: what arrived stays, the next attempt resumes the fetch
+        raise ValidationDelayed(
+            f"base model {model_name} was still being fetched from "
+            f"{settings.HUB_BASE_MODEL_ENDPOINT} when the validation time limit "
+            f"(HUB_VALIDATION_TIME_LIMIT) ran out; the fetch resumes at the next attempt"
+        ) from None
+    except basemodels.BaseModelUnavailable as exc:
+        raise CheckFailed(str(exc)) from None
+    try:
+        model = basemodels.load_base_model(base)
+    except Exception as exc:
+        raise CheckFailed(f"base model {model_name} could not be loaded: {exc}") from None
+    peft_folder = v.folder
+    (peft_folder / "README.md").unlink(missing_ok=True)  # PEFT's card; the hub writes its own
+    try:
+        name = model.load_adapter(str(peft_folder), load_as="adapter")
+    except AdapterError as exc:
+        raise CheckFailed(
+            f"the PEFT {v.peft_type} adapter cannot be read: {_local(exc, v)}"
+        ) from None
+    model.config._name_or_path = model_name  # saved as the adapter's model_name
+    converted = v.workdir / "converted"
+    model.save_adapter(str(converted), name, with_head=False)
+    v.folder = converted
+    v.files = sorted(p.name for p in converted.iterdir())
+    config = model.adapters_config.adapters[name]
+    return (
+        f"PEFT {v.peft_type} adapter for {model_name} read as a {config.variant} adapter "
+        f"(r={config.r}, alpha={config.alpha}) and converted to the adapters format"
+    )
+
+
+# -- 3. card -------------------------------------------------------------------------------------
 
 
 def _read_json(v: Validation, name: str) -> dict[str, Any]:
@@ -451,6 +527,7 @@ def check_run(v: Validation) -> str:
 
 CHECKS: list[tuple[str, Callable[[Validation], str]]] = [
     ("archive", check_archive),
+    ("peft", check_peft),
     ("card", check_card),
     ("config", check_config),
     ("weights", check_weights),

@@ -32,7 +32,6 @@ README = "README.md"
 IGNORED = {".gitattributes", ".gitignore"}
 # The clients' default commit messages: not worth a version description.
 DEFAULT_SUMMARIES = {"Upload folder using huggingface_hub", "Upload model", "add model"}
-PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 HOW_TO_GIVE_TASK = (
     "give it in README.md's YAML front matter as the tags `task:<task>` and `subtask:<subtask>` "
     "(push_adapter_to_hub(..., adapter_card_kwargs={'tags': ['task:sentiment', "
@@ -238,16 +237,6 @@ def read_card(readme: bytes | None, type: str = "text_task") -> Card:
 # -- the commit as an upload ---------------------------------------------------------------------
 
 
-def is_peft(files: dict[str, bytes]) -> bool:
-    if any(path in files for path in PEFT_WEIGHTS):
-        return True
-    try:
-        config = json.loads(files.get("adapter_config.json") or b"{}")
-    except ValueError:
-        return False
-    return isinstance(config, dict) and "peft_type" in config
-
-
 def zip_files(files: dict[str, bytes]) -> io.BytesIO:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -264,13 +253,6 @@ def commit_upload(*, user, token, org: str, name: str, commit: Commit) -> Upload
     files = apply(current_files(default_version(adapter)), commit)
     for path in IGNORED:
         files.pop(path, None)
-    if is_peft(files):
-        raise UploadRefused(
-            "this is a PEFT adapter (PeftModel.push_to_hub): importing PEFT adapters is not "
-            "supported by this hub yet; save it with save_adapter of adapters or adapters_core "
-            "and push that folder",
-            422,
-        )
     readme = files.pop(README, None)
     card = read_card(readme)
     task = card.task or (adapter.task.task if adapter else "")

@@ -279,7 +279,8 @@ def _prepare_folder(folder: Path, staging: Path) -> _Prepared:
     if loading.is_peft_folder(folder):
         raise PublishError(
             f"{folder} holds a PEFT adapter (adapter_config.json with peft_type), not an "
-            "adapters folder; convert it first",
+            "adapters folder; upload it instead (the upload checks convert it), or convert it "
+            "with load_adapter and save_adapter of adapters_core",
             "folder",
         )
     weight_names = {n: kind for kind, pair in loading.WEIGHTS_NAMES.items() for n in pair}

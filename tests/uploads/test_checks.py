@@ -38,7 +38,7 @@ def test_our_adapter_is_published_with_a_full_report(
     up = upload(alice, zip_folder(tiny_adapter), django_capture_on_commit_callbacks)
     assert up.status == "published", up.report
     assert [e["name"] for e in up.report] == [
-        "archive", "card", "config", "weights", "load", "run", "publish"
+        "archive", "peft", "card", "config", "weights", "load", "run", "publish"
     ]  # fmt: skip
     assert all(e["ok"] for e in up.report) and all(e["duration_ms"] >= 0 for e in up.report)
     adapter = up.adapter_version.adapter
@@ -159,7 +159,7 @@ def test_unknown_task_is_rejected(alice, tiny_adapter, django_capture_on_commit_
     entry = failed(up)
     assert entry["name"] == "card"
     assert "unknown task 'nope' for type 'text_task'" in entry["message"]
-    assert [e["ok"] for e in up.report] == [True, False, None, None, None, None]
+    assert [e["ok"] for e in up.report] == [True, True, False, None, None, None, None]
 
 
 def test_unavailable_base_model_is_rejected(

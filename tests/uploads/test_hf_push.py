@@ -1,7 +1,8 @@
 """Publishing with the Hugging Face clients people already use (huggingface_hub as installed, with
 hf_xet present), against a live server and a real Celery worker: push_adapter_to_hub, upload_folder,
 create_repo(exist_ok), a second push as a new version, revision= and the commits listing; refusals
-(a failing folder, a hostile pickle, PEFT, no task) raise in the client and publish nothing."""
+(a failing folder, a hostile pickle, no task) raise in the client and publish nothing.
+PEFT folders are accepted and converted: test_peft_upload_worker.py."""
 
 from __future__ import annotations
 
@@ -199,15 +200,6 @@ def test_refusals_that_need_no_validation(hub, tmp_path, settings):
         api.upload_folder(repo_id="lab/no-task", folder_path=str(folder))
     assert exc.value.response.status_code == 422
     assert "no task given" in str(exc.value) and "task:<task>" in str(exc.value)
-
-    # PEFT folders are refused until the PEFT import exists
-    peft = tmp_path / "peft"
-    peft.mkdir()
-    (peft / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8}')
-    (peft / "adapter_model.safetensors").write_bytes(b"\0" * 16)
-    with pytest.raises(HfHubHTTPError) as exc:
-        api.upload_folder(repo_id="lab/peft", folder_path=str(peft))
-    assert "PEFT adapters is not supported by this hub yet" in str(exc.value)
 
     # the wrong organisation, a read-only token, no token
     with pytest.raises(HfHubHTTPError) as exc:
