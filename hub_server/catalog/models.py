@@ -84,6 +84,13 @@ class Adapter(models.Model):
         # Unpublished by a moderator: hidden from search, still downloadable by exact version.
         YANKED = "yanked", "yanked"
 
+    class Origin(models.TextChoices):
+        # Its card is a file of the synced Hub repository (HUB_REPO_URL): the sync writes it.
+        REPOSITORY = "repository", "Hub repository"
+        # Published through this hub (an upload): the row is the card, kept in this database and
+        # rendered as YAML from it. No sync of the Hub repository writes or withdraws it.
+        PUBLISHED = "published", "published here"
+
     org = models.CharField(max_length=100)
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
@@ -115,6 +122,7 @@ class Adapter(models.Model):
     downloads = models.PositiveBigIntegerField(default=0)
     source_path = models.CharField(max_length=500, blank=True)
     source_blob = models.CharField(max_length=64, blank=True)
+    origin = models.CharField(max_length=12, choices=Origin.choices, default=Origin.REPOSITORY)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -42,6 +42,8 @@ from hub_server.catalog.signals import catalog_changed
 
 log = logging.getLogger(__name__)
 
+PUBLISHED = Adapter.Origin.PUBLISHED
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The only config keys a Hub card may override on top of its architecture (the card schema).
@@ -284,7 +286,9 @@ def _write_adapter(
                 "name",
             )
         card.setdefault("author", org)
-        row = Adapter.objects.create(org=org, name=name, default_version="", **values, **card)
+        row = Adapter.objects.create(
+            org=org, name=name, default_version="", origin=PUBLISHED, **values, **card
+        )
         return row, True
     fixed = ("type_id", "task_id", "subtask_id", "model_name", "config_hash")
     differs = [k.removesuffix("_id") for k in fixed if getattr(row, k) != values[k]]
@@ -301,6 +305,11 @@ def _write_adapter(
             changed = True
     if row.status == Adapter.Status.WITHDRAWN:
         row.status = Adapter.Status.ACTIVE
+        changed = True
+    if row.origin != PUBLISHED:
+        # A card of the Hub repository that this hub now publishes versions of: the hub's from
+        # here on, so a sync of that repository no longer rewrites or withdraws it.
+        row.origin = PUBLISHED
         changed = True
     if changed:
         row.save()
