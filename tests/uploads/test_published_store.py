@@ -6,6 +6,7 @@ the same store; the optional git export converges on one remote branch too."""
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,68 @@ def test_two_workers_without_shared_disk_publish_into_one_store(tmp_path, settin
     assert run.status == "succeeded", run.message
     assert [_state(a) for a in adapters] == before
     assert all(a.status == "active" for a in adapters)
+
+
+def _manage(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_documented_backup_restores_every_published_adapter(
+    tmp_path, settings, django_capture_on_commit_callbacks
+):
+    """docs/operations.md's backup (pg_dump -Fc, then a tar of the files) restored into a new
+    database and file folder: the published adapter, its card and its files are back, and a full
+    sync of a Hub repository that never had its card keeps it."""
+    from django.db import connection
+
+    load_demo_catalogue()
+    user = User.objects.create(username="rita", email="rita@example.org")
+    accounts.create_organisation("lab-r", owner=user)
+    folder = save_tiny_adapter(tmp_path / "trained")
+    adapter = _publish(user, "lab-r", folder, django_capture_on_commit_callbacks)
+    card = render_card_yaml(adapter)
+
+    db = connection.settings_dict
+    pg = ["-h", db["HOST"] or "127.0.0.1", "-p", str(db["PORT"] or 5432), "-U", db["USER"]]
+    files = Path(settings.STORAGES["adapter_files"]["OPTIONS"]["location"])
+    subprocess.run(
+        ["pg_dump", *pg, "-Fc", "-f", str(tmp_path / "hub.dump"), db["NAME"]], check=True
+    )
+    subprocess.run(["tar", "czf", str(tmp_path / "files.tgz"), "-C", str(files.parent), files.name],
+                   check=True)  # fmt: skip
+
+    restored = f"{db['NAME']}_restored"
+    subprocess.run(["dropdb", *pg, "--if-exists", restored], check=True)
+    subprocess.run(["createdb", *pg, restored], check=True)
+    try:
+        subprocess.run(
+            ["pg_restore", *pg, "-d", restored, "--clean", "--if-exists", "--no-owner",
+             str(tmp_path / "hub.dump")], check=True, capture_output=True,
+        )  # fmt: skip
+        (tmp_path / "new-host").mkdir()
+        subprocess.run(["tar", "xzf", str(tmp_path / "files.tgz"), "-C", str(tmp_path / "new-host")],
+                       check=True)  # fmt: skip
+        env = Worker(tmp_path, {}).env | {
+            "DATABASE_URL": Worker(tmp_path, {}).env["DATABASE_URL"].rsplit("/", 1)[0]
+            + f"/{restored}",
+            "HUB_DATA_DIR": str(tmp_path / "new-host" / "data"),
+            "HUB_FILES_DIR": str(tmp_path / "new-host" / files.name),
+        }
+        upstream = make_git_repo(demo_repository_path(), tmp_path / "upstream")
+        sync = _manage("sync_hub", str(upstream), "--full", env=env)
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        listed = _manage("published_cards", "--check", "--export", str(tmp_path / "cards"), env=env)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert f"{adapter.unique_id} active versions 1\n" in listed.stdout
+        exported = tmp_path / "cards" / "adapters" / "lab-r" / f"{adapter.name}.yaml"
+        assert exported.read_text() == card
+        # the check notices a files backup that was not restored
+        shutil.rmtree(tmp_path / "new-host" / files.name)
+        broken = _manage("published_cards", "--check", env=env)
+        assert broken.returncode != 0 and "not in the file storage" in broken.stderr
+    finally:
+        subprocess.run(["dropdb", *pg, "--if-exists", restored], check=True)
