@@ -72,9 +72,9 @@ BEFORE = [
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migrating_keeps_every_hosted_file_row():
-    """A database of the release before the move keeps its VersionFile rows through `migrate`
-    (and back)."""
+def test_migrating_keeps_every_hosted_file_and_marks_what_uploads_published():
+    """A database of the release before the move keeps its VersionFile rows through `migrate`,
+    and the adapters its uploads published become the hub's own (origin `published`)."""
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE)
     old = MigrationExecutor(connection).loader.project_state(BEFORE).apps
@@ -94,6 +94,16 @@ def test_migrating_keeps_every_hosted_file_row():
         model_type="bert", model_name="bert-base-uncased", config={}, config_hash="h",
     )  # fmt: skip
     version = AdapterVersion.objects.create(adapter=adapter, version="1", position=0)
+    Adapter.objects.create(
+        org="lab", name="synced", type=t, task=task, subtask=sub, architecture=arch,
+        model_type="bert", model_name="bert-base-uncased", config={}, config_hash="s",
+    )  # fmt: skip
+    # The adapter came from a published upload (before origins were recorded); `synced` did not.
+    org = old.get_model("accounts", "Organisation").objects.create(name="lab")
+    old.get_model("uploads", "Upload").objects.create(
+        organisation=org, task="sst", subtask="sst-2", archive_key="k", archive_sha256="0" * 64,
+        archive_size=1, status="published", adapter_version_id=version.pk,
+    )  # fmt: skip
     rows = [("adapter_config.json", 12, "a" * 64), ("pytorch_adapter.bin", 345, "b" * 64)]
     for path, size, sha in rows:
         OldFile.objects.create(
@@ -119,3 +129,10 @@ def test_migrating_keeps_every_hosted_file_row():
         storage_key="k",
     )  # fmt: skip: the id sequence came along with the table
     assert VersionFile.objects.count() == 3
+    # uploads 0005: what uploads published is the hub's own, so no sync withdraws it
+    from hub_server.catalog.models import Adapter as CurrentAdapter
+
+    assert dict(CurrentAdapter.objects.values_list("name", "origin")) == {
+        "a": "published",
+        "synced": "repository",
+    }
