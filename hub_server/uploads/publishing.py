@@ -10,6 +10,7 @@ are immutable: the same version with other bytes is refused, the same bytes agai
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import tempfile
@@ -155,6 +156,7 @@ def publish_adapter_folder(
             published[0].hf_readme = str(extra.get("hf_readme") or "")
             published[0].save(update_fields=["hf_readme"])
         freeze_hf_revisions(row)
+        record_card_source(row)
     if created or published[1]:
         transaction.on_commit(
             lambda: catalog_changed.send(sender=AdapterVersion, version=published[0])
@@ -419,6 +421,24 @@ def card_data(adapter: Adapter, base_url: str | None = None) -> dict[str, Any]:
     if deps:
         data["dependencies"] = deps
     return data
+
+
+def record_card_source(adapter: Adapter) -> None:
+    """The card the hub publishes, as a sync would have read it: its path (the legacy index's
+    order), its git blob (the same card merged into a Hub repository is recognised there) and the
+    format checks' warnings."""
+    path = card_path(adapter)
+    content = render_card_yaml(adapter)
+    parsed = hubformat.parse_file(path, content.encode("utf-8"))
+    adapter.source_path = path
+    adapter.source_blob = git_blob_id(content.encode("utf-8"))
+    adapter.warnings = [w.as_dict() for w in parsed.warnings]
+    adapter.author = parsed.data.get("author") or adapter.author
+    adapter.save(update_fields=["source_path", "source_blob", "warnings", "author"])
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def render_card_yaml(adapter: Adapter, base_url: str | None = None) -> str:

@@ -24,7 +24,7 @@ from django.db import transaction
 from hub_server import storage
 from hub_server.accounts import services as accounts
 from hub_server.accounts.models import Membership, Organisation
-from hub_server.catalog import hubformat, safe_yaml
+from hub_server.catalog import safe_yaml
 from hub_server.catalog.models import Adapter
 from hub_server.uploads import basemodels, checks, claims, hubrepo, retention
 from hub_server.uploads.dispatch import queue_validation, requeue_stuck_uploads  # noqa: F401
@@ -342,9 +342,6 @@ def publish_validated(upload: Upload, v: checks.Validation):
             card_extra=extra,
         )
         adapter = Adapter.objects.select_for_update().get(pk=version.adapter_id)
-        content = render_card_yaml(adapter)
-        path = card_path(adapter)
-        record_card_source(adapter, path, content, hubrepo.blob_id(content))
         repo = hubrepo.publish_repository()
         if repo is None:
             return version, None
@@ -357,24 +354,12 @@ def publish_validated(upload: Upload, v: checks.Validation):
         committed = hubrepo.commit_card(
             repo,
             hubrepo.publish_branch(upload.pk),
-            path,
-            content,
+            card_path(adapter),
+            render_card_yaml(adapter),
             f"Publish {adapter.unique_id} version {version.version} (upload {upload.pk})",
             author,
         )
     return version, committed
-
-
-def record_card_source(adapter: Adapter, path: str, content: str, blob: str) -> None:
-    """The card the hub publishes, as a sync would have read it: its path (the legacy index's
-    order), its git blob (the same card merged into the Hub repository is recognised) and the
-    format checks' warnings."""
-    parsed = hubformat.parse_file(path, content.encode("utf-8"))
-    adapter.source_path = path
-    adapter.source_blob = blob
-    adapter.warnings = [w.as_dict() for w in parsed.warnings]
-    adapter.author = parsed.data.get("author") or adapter.author
-    adapter.save(update_fields=["source_path", "source_blob", "warnings", "author"])
 
 
 # -- moderation and recovery ---------------------------------------------------------------------
