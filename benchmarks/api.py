@@ -328,8 +328,7 @@ def host_repos(adapters: list[tuple[str, str]], rng: random.Random) -> list[tupl
     bytes), so /hf/ serves them as repos."""
     from hub_server import storage
     from hub_server.api.hf import git_blob_oid
-    from hub_server.catalog.models import AdapterVersion
-    from hub_server.uploads.models import VersionFile
+    from hub_server.catalog.models import AdapterVersion, VersionFile
 
     members = {
         "adapter_config.json": rng.randbytes(600),

@@ -1,5 +1,6 @@
-"""Reads of the pages. Filters, search and facet counts are the REST API's (hub_server.api), so a
-page and its `/api/v1/adapters/?...` twin always agree; this module shapes them for templates.
+"""Reads of the pages. Filters, search, facet counts and the detail are the catalogue's reads the
+REST API uses too (hub_server.catalog.filters, hub_server.catalog.selectors), so a page and its
+`/api/v1/adapters/?...` twin always agree; this module shapes them for templates.
 
 Every read is a fixed number of queries whatever the page size (tests/frontend/test_queries.py).
 """
@@ -14,8 +15,8 @@ from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.http import QueryDict
 from django.urls import reverse
 
-from hub_server.api import selectors as api
-from hub_server.api.filters import AdapterFilter
+from hub_server.catalog import selectors as catalog
+from hub_server.catalog.filters import AdapterFilter
 from hub_server.catalog.models import Adapter, AdapterVersion, Subtask, Task
 
 PAGE_SIZE = 20
@@ -213,7 +214,7 @@ def adapter_listing(
     base = QueryDict(mutable=True)
     base.update({**{k: v for k, v in filters.items() if k in BASE_KEYS}, **(fixed or {})})
     candidates = list(
-        _list_rows(AdapterFilter(base, queryset=api.active_adapters()).qs.order_by())[
+        _list_rows(AdapterFilter(base, queryset=catalog.active_adapters()).qs.order_by())[
             : IN_MEMORY_LIMIT + 1
         ]
     )
@@ -305,10 +306,10 @@ def _database_listing(params, filters, fixed, sort, facet_fields) -> AdapterList
     """The same listing with counting and sorting done by PostgreSQL (large catalogues)."""
     effective = QueryDict(mutable=True)
     effective.update({**filters, **(fixed or {})})
-    counted = api.adapter_facets(effective)
+    counted = catalog.adapter_facets(effective)
     total = counted["total"]
     page, pages = _page(params, total)
-    rows = _list_rows(AdapterFilter(effective, queryset=api.active_adapters()).qs)
+    rows = _list_rows(AdapterFilter(effective, queryset=catalog.active_adapters()).qs)
     order = dict((s[0], s[2]) for s in SORTS)[sort]
     if order is None:
         rows = rows.order_by(F("score").desc(nulls_last=True), "-downloads", "id")
@@ -423,7 +424,7 @@ def list_query(filters: dict[str, str], sort: str, page: int | None = None) -> s
 def adapter_detail(org: str, name: str, api_root: str, hub_url: str) -> dict:
     """The REST API's detail of one adapter (raises its NotFound / Gone), plus what only the
     page shows: the architecture's and the subtask's citation, and the card's overrides."""
-    detail = api.adapter_detail(org, name, api_root=api_root, hub_url=hub_url)
+    detail = catalog.adapter_detail(org, name, api_root=api_root, hub_url=hub_url)
     extra = (
         Adapter.objects.filter(org=org, name=name)
         .values(

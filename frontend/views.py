@@ -14,8 +14,8 @@ from rest_framework.exceptions import NotFound
 
 from frontend import selectors
 from frontend.sizes import size_comparison
-from hub_server.api.exceptions import Gone
 from hub_server.catalog.cache import cached_view, origin
+from hub_server.catalog.selectors import Gone
 
 # The query parameters of a listing page: its filters, the sort and the page number.
 LISTING_PARAMS = (*selectors.FILTER_KEYS, "sort", "page")

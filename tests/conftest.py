@@ -74,8 +74,8 @@ def clear_read_caches(read_generation: bool = False) -> None:
     from django.core.cache import cache
 
     from hub_server.api import search_index
-    from hub_server.api.filters import forget_reference_ids
     from hub_server.catalog.cache import clock, forget_responses
+    from hub_server.catalog.filters import forget_reference_ids
 
     cache.clear()
     forget_responses()

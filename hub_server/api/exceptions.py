@@ -8,17 +8,13 @@ import logging
 from django.http import JsonResponse
 from django.urls import Resolver404, resolve
 from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from hub_server.catalog.selectors import Gone  # noqa: F401 - raised by the catalogue's reads
+
 log = logging.getLogger(__name__)
-
-
-class Gone(APIException):
-    status_code = status.HTTP_410_GONE
-    default_detail = "This resource was withdrawn."
-    default_code = "gone"
 
 
 def _flatten_errors(data) -> dict:

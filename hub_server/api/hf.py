@@ -30,8 +30,7 @@ from hub_server.api.downloads import (
     count_download,
     serve_body,
 )
-from hub_server.catalog.models import Adapter, AdapterVersion
-from hub_server.uploads.models import VersionFile
+from hub_server.catalog.models import Adapter, AdapterVersion, VersionFile
 
 LIBRARY_NAME = "adapter-transformers"
 LFS_SUFFIXES = (".bin", ".safetensors")

@@ -43,7 +43,7 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from rest_framework.renderers import JSONRenderer
 
-from hub_server.api.filters import (
+from hub_server.catalog.filters import (
     EXACT_FILTERS,
     MIN_SUBSTRING,
     ORDERINGS,
@@ -96,7 +96,7 @@ class SearchIndex:
     @classmethod
     def build(cls, generation: int) -> SearchIndex:
         """The index of every active adapter as the database holds it now."""
-        from hub_server.api.selectors import ADAPTER_LIST_FIELDS, adapter_rows
+        from hub_server.catalog.selectors import ADAPTER_LIST_FIELDS, adapter_rows
 
         built = time.monotonic()
         rank_columns = {

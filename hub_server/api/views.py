@@ -19,14 +19,6 @@ from rest_framework.views import APIView
 from hub_server.accounts.authentication import BasicAuthentication
 from hub_server.api import selectors, serializers
 from hub_server.api.exceptions import api_exception_handler
-from hub_server.api.filters import (
-    AdapterFilter,
-    ArchitectureFilter,
-    ModelFilter,
-    SubtaskFilter,
-    TaskFilter,
-    reference_ids,
-)
 from hub_server.api.pagination import (
     CatalogPageNumberPagination,
     PageOrCursorPagination,
@@ -38,7 +30,16 @@ from hub_server.api.webhooks import (
     ignored_push_reason,
     queue_hub_sync,
 )
+from hub_server.catalog import selectors as catalog_selectors
 from hub_server.catalog.cache import generation
+from hub_server.catalog.filters import (
+    AdapterFilter,
+    ArchitectureFilter,
+    ModelFilter,
+    SubtaskFilter,
+    TaskFilter,
+    reference_ids,
+)
 
 
 def errors(*codes: int) -> dict:
@@ -108,10 +109,10 @@ class AdapterListView(CatalogListView):
     pagination_class = PageOrCursorPagination
 
     def get_queryset(self):
-        return selectors.active_adapters()
+        return catalog_selectors.active_adapters()
 
     def as_rows(self, queryset):
-        return selectors.adapter_rows(queryset)
+        return catalog_selectors.adapter_rows(queryset)
 
     @extend_schema(responses={200: serializers.AdapterListItemSerializer, **errors(400, 404)})
     def get(self, request, *args, **kwargs):
@@ -150,7 +151,7 @@ class AdapterListView(CatalogListView):
         total = queryset.order_by().count()
         if total <= selectors.SEARCH_SORT_MATCHES:
             queryset = selectors.sorted_without_index(queryset)
-        rows = selectors.adapter_rows(queryset)
+        rows = catalog_selectors.adapter_rows(queryset)
         paginator = self.paginator.active = CatalogPageNumberPagination()
         return paginator.paginate(
             self.request, lambda offset, limit: list(rows[offset : offset + limit]), lambda: total
@@ -166,7 +167,9 @@ class AdapterDetailView(ApiViewMixin, APIView):
         }
     )
     def get(self, request, org: str, name: str):
-        detail = selectors.adapter_detail(org, name, api_root_url(request), hub_url(request))
+        detail = catalog_selectors.adapter_detail(
+            org, name, api_root_url(request), hub_url(request)
+        )
         return Response(serializers.AdapterDetailSerializer(detail).data)
 
 
@@ -178,11 +181,11 @@ class FacetsView(ApiViewMixin, generics.GenericAPIView):
     pagination_class = None
 
     def get_queryset(self):
-        return selectors.active_adapters()
+        return catalog_selectors.active_adapters()
 
     @extend_schema(filters=True, responses={200: serializers.FacetsSerializer, **errors(400)})
     def get(self, request):
-        facets = selectors.adapter_facets(request.query_params, request)
+        facets = catalog_selectors.adapter_facets(request.query_params, request)
         return Response(serializers.FacetsSerializer(facets).data)
 
 

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 
 from hub_server import storage
+from hub_server.catalog.hosting import FolderError, prepare_folder, record_version_files
 from hub_server.catalog.models import Adapter, AdapterVersion
 from hub_server.catalog.signals import catalog_changed
 
@@ -116,8 +117,6 @@ def _record(version: AdapterVersion, status: str, detail: str) -> None:
 
 
 def _record_hosted(version, blob: storage.StoredBlob, members, note: str) -> None:
-    from hub_server.uploads.models import VersionFile
-
     with transaction.atomic():
         row = AdapterVersion.objects.select_for_update().get(pk=version.pk)
         row.storage_key = blob.key
@@ -125,33 +124,20 @@ def _record_hosted(version, blob: storage.StoredBlob, members, note: str) -> Non
         row.file_status = Status.HOSTED
         row.file_error = note.strip(" ;")
         row.save(update_fields=["storage_key", "size", "file_status", "file_error"])
-        row.files.all().delete()
-        VersionFile.objects.bulk_create(
-            VersionFile(
-                version=row,
-                path=path,
-                size=member.size,
-                sha256=member.sha256,
-                git_oid=member.digests.git_oid,
-                storage_key=member.key,
-            )
-            for path, member in members
-        )
+        record_version_files(row, members)
     version.refresh_from_db()
 
 
 def _store_members(archive: Path) -> tuple[list[tuple[str, storage.StoredBlob]], str]:
     """The archive's members, stored (with both weight formats); ([], note) when not indexable."""
-    from hub_server.uploads.publishing import PublishError, _prepare_folder
-
     try:
         with tempfile.TemporaryDirectory(prefix="hub-mirror-") as tmp:
             folder = Path(tmp) / "extracted"
             _extract_flat(archive, folder)
-            prepared = _prepare_folder(folder, Path(tmp) / "members")
+            prepared = prepare_folder(folder, Path(tmp) / "members")
             members = [(m, storage.store_path(prepared.root / m)) for m in prepared.members]
             return members, ""
-    except (PublishError, zipfile.BadZipFile, _UnsafeArchive) as exc:
+    except (FolderError, zipfile.BadZipFile, _UnsafeArchive) as exc:
         return [], f"; members not served on /hf/: {exc}"
 
 

@@ -84,6 +84,13 @@ class Adapter(models.Model):
         # Unpublished by a moderator: hidden from search, still downloadable by exact version.
         YANKED = "yanked", "yanked"
 
+    class Origin(models.TextChoices):
+        # Its card is a file of the synced Hub repository (HUB_REPO_URL): the sync writes it.
+        REPOSITORY = "repository", "Hub repository"
+        # Published through this hub (an upload): the row is the card, kept in this database and
+        # rendered as YAML from it. No sync of the Hub repository writes or withdraws it.
+        PUBLISHED = "published", "published here"
+
     org = models.CharField(max_length=100)
     name = models.CharField(max_length=200)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
@@ -115,6 +122,7 @@ class Adapter(models.Model):
     downloads = models.PositiveBigIntegerField(default=0)
     source_path = models.CharField(max_length=500, blank=True)
     source_blob = models.CharField(max_length=64, blank=True)
+    origin = models.CharField(max_length=12, choices=Origin.choices, default=Origin.REPOSITORY)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -187,6 +195,30 @@ class AdapterVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.adapter_id}@{self.version}"
+
+
+class VersionFile(models.Model):
+    """One member of a hosted version's archive, stored content-addressed (hub_server.storage).
+
+    These are the files /hf/ serves for the version's revision (plus a generated README.md).
+    """
+
+    version = models.ForeignKey(AdapterVersion, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    # git blob id of the bytes: the `oid` of a Hugging Face tree entry.
+    git_oid = models.CharField(max_length=40)
+    storage_key = models.CharField(max_length=500)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "path"], name="uniq_file_per_version")
+        ]
+        ordering = ["version_id", "path"]
+
+    def __str__(self) -> str:
+        return f"{self.version}:{self.path}"
 
 
 class AdapterDependency(models.Model):

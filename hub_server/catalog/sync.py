@@ -226,10 +226,11 @@ class _Sync(CardSync):
         known_paths = set()
         for model in (AdapterType, Task, Subtask, Architecture):
             known_paths.update(model.objects.values_list("source_path", flat=True))
+        # Only the repository's own cards can leave it: a card published here has no file there.
         known_paths.update(
-            Adapter.objects.exclude(status=Adapter.Status.WITHDRAWN).values_list(
-                "source_path", flat=True
-            )
+            Adapter.objects.exclude(status=Adapter.Status.WITHDRAWN)
+            .exclude(origin=Adapter.Origin.PUBLISHED)
+            .values_list("source_path", flat=True)
         )
         removed = {p for p in known_paths if p and p not in catalogue}
         return _State(commit, sorted(catalogue), removed, catalogue)
@@ -259,6 +260,7 @@ class _Sync(CardSync):
         if archs:
             users = set(
                 Adapter.objects.exclude(status=Adapter.Status.WITHDRAWN)
+                .exclude(origin=Adapter.Origin.PUBLISHED)
                 .filter(architecture__source_path__in=archs)
                 .values_list("source_path", flat=True)
             )

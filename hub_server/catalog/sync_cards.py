@@ -33,6 +33,7 @@ from hub_server.catalog.models import (
     Task,
 )
 
+PUBLISHED = Adapter.Origin.PUBLISHED
 VERSION_FIELDS = ("version", "url", "sha1", "sha256", "description", "score")
 DEPENDENCY_FIELDS = ("key", "description")
 ADAPTER_FIELDS = (
@@ -138,20 +139,29 @@ class CardSync:
         by_ident: dict[tuple, list[ParsedFile]] = defaultdict(list)
         for parsed in files:
             by_ident[(parsed.folder, parsed.stem)].append(parsed)
+        # Adapters published through this hub are not the repository's to write or withdraw.
+        synced = Adapter.objects.exclude(origin=PUBLISHED)
         rows = {}
-        for row in Adapter.objects.filter(
-            source_path__in=[p.path for p in files] + list(removed_paths)
-        ):
+        for row in synced.filter(source_path__in=[p.path for p in files] + list(removed_paths)):
             rows[(row.org, row.name)] = row
         if len(by_ident) > len(rows):
             # Cards re-read under another path (renamed file) or new: look them up by id as well.
-            for row in Adapter.objects.filter(org__in={o for o, _ in by_ident}):
+            for row in synced.filter(org__in={o for o, _ in by_ident}):
                 if (row.org, row.name) in by_ident:
                     rows[(row.org, row.name)] = row
+        published = {
+            (org, name): blob
+            for org, name, blob in Adapter.objects.filter(
+                origin=PUBLISHED, org__in={o for o, _ in by_ident}
+            ).values_list("org", "name", "source_blob")
+        }
 
         references = self._card_references()
         candidates = []
         for (org, name), group in by_ident.items():
+            if (org, name) in published:
+                self._note_published_twin(org, name, group, published[(org, name)])
+                continue
             if len(group) > 1:
                 for parsed in group:
                     others = ", ".join(p.path for p in group if p is not parsed)
@@ -176,6 +186,17 @@ class CardSync:
                 row.save(update_fields=["status", "updated_at"])
                 counts.removed += 1
 
+    def _note_published_twin(self, org: str, name: str, group: list[ParsedFile], blob: str):
+        """A repository card for an adapter this hub published is not read: the hub's card (the
+        row) stays. The very card the hub published (same blob, e.g. merged upstream) is quiet;
+        any other is a warning, so its maintainer learns why an edit does not show."""
+        for parsed in group:
+            if self.state.blobs[parsed.path] != blob:
+                self.warnings.append(FileProblem(
+                    parsed.path, f"adapter @{org}/{name} is published by this hub: this card is "
+                    "not read, the hub's own card is kept (docs/catalog-sync.md)",
+                    field="file name"))  # fmt: skip
+
     def _card_references(self) -> tuple:
         types = set(AdapterType.objects.values_list("id", flat=True))
         tasks = {(t, n): pk for pk, t, n in Task.objects.values_list("pk", "type_id", "task")}
@@ -194,13 +215,15 @@ class CardSync:
         planned = {(p.parsed.folder, p.parsed.stem) for p in candidates}
         held: dict[tuple, str] = {}  # keys of active rows that stay as they are in this run
         current: dict[tuple, tuple] = {}  # ident -> key of its active row
-        for org, name, t, model_name, task, sub, h, path in Adapter.objects.exclude(
+        for org, name, t, model_name, task, sub, h, path, origin in Adapter.objects.exclude(
             status=Adapter.Status.WITHDRAWN
         ).values_list("org", "name", "type_id", "model_name", "task__task", "subtask__subtask",
-                      "config_hash", "source_path"):  # fmt: skip
+                      "config_hash", "source_path", "origin"):  # fmt: skip
             key = (t, model_name, task, sub, h, org)
             current[(org, name)] = key
-            withdrawn_now = path in removed_paths and (org, name) not in ids_in_run
+            withdrawn_now = (
+                path in removed_paths and (org, name) not in ids_in_run and origin != PUBLISHED
+            )
             if (org, name) not in planned and not withdrawn_now:
                 held[key] = f"@{org}/{name}"
         # The card whose row has the key keeps it; then the first path.

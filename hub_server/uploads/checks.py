@@ -25,11 +25,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from hub_server.catalog import hubformat
+from hub_server.catalog.hosting import CONFIG_FILES
 from hub_server.catalog.models import Adapter, AdapterType, Subtask, Task
 from hub_server.catalog.safe_yaml import clip
 from hub_server.uploads import basemodels
 from hub_server.uploads.publishing import (
-    CONFIG_FILES,
     NAME_RE,
     VERSION_RE,
     PublishError,

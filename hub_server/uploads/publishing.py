@@ -10,14 +10,12 @@ are immutable: the same version with other bytes is refused, the same bytes agai
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-import shutil
 import tempfile
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import yaml
@@ -25,10 +23,14 @@ from django.conf import settings
 from django.db import transaction
 
 from hub_server import storage
-
-if TYPE_CHECKING:  # torch loads only where weights are read: the web process never needs it
-    import torch
 from hub_server.catalog import hubformat
+from hub_server.catalog.hosting import (
+    ADAPTER_CONFIG,
+    FolderError,
+    prepare_folder,
+    record_version_files,
+    write_archive,
+)
 from hub_server.catalog.models import (
     Adapter,
     AdapterType,
@@ -38,18 +40,11 @@ from hub_server.catalog.models import (
     Task,
 )
 from hub_server.catalog.signals import catalog_changed
-from hub_server.uploads.models import VersionFile
 
 log = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-# Config files of an adapter folder, and the weights kind each one needs.
-CONFIG_FILES = {
-    "adapter_config.json": "adapter",
-    "head_config.json": "head",
-    "adapter_fusion_config.json": "fusion",
-    "adapter_setup.json": None,
-}
+PUBLISHED = Adapter.Origin.PUBLISHED
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The only config keys a Hub card may override on top of its architecture (the card schema).
@@ -63,25 +58,10 @@ CARD_EXTRA_KEYS = {
     "score",
     "hf_readme",
 }
-# Zip members get this timestamp so the same content always gives the same archive bytes.
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-class PublishError(ValueError):
+class PublishError(FolderError):
     """The folder or its card cannot be published; the message says why and what to change."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass
-class _Prepared:
-    """A folder made ready in a temp dir: every member file, both weight formats."""
-
-    root: Path
-    members: list[str]
-    adapter_config: dict[str, Any]
 
 
 def download_path(org: str, name: str, version: str) -> str:
@@ -120,7 +100,12 @@ def publish_adapter_folder(
         )
     task_row, subtask_row = _task_rows(type, task, subtask)
     with tempfile.TemporaryDirectory(prefix="hub-publish-") as tmp:
-        prepared = _prepare_folder(folder, Path(tmp) / "members")
+        try:
+            prepared = prepare_folder(folder, Path(tmp) / "members")
+        except PublishError:
+            raise
+        except FolderError as exc:
+            raise PublishError(str(exc), exc.field) from None
         cfg = prepared.adapter_config
         model_name = extra.get("model_name") or cfg.get("model_name")
         if not model_name:
@@ -171,6 +156,7 @@ def publish_adapter_folder(
             published[0].hf_readme = str(extra.get("hf_readme") or "")
             published[0].save(update_fields=["hf_readme"])
         freeze_hf_revisions(row)
+        record_card_source(row)
     if created or published[1]:
         transaction.on_commit(
             lambda: catalog_changed.send(sender=AdapterVersion, version=published[0])
@@ -268,102 +254,6 @@ def match_architecture(config: Any) -> tuple[Architecture, dict[str, Any]]:
     return arch, overrides
 
 
-# -- the folder and its archive ----------------------------------------------------------------
-
-
-def _prepare_folder(folder: Path, staging: Path) -> _Prepared:
-    from adapters_core import loading
-
-    if not folder.is_dir():
-        raise PublishError(f"{folder} is not a folder", "folder")
-    if loading.is_peft_folder(folder):
-        raise PublishError(
-            f"{folder} holds a PEFT adapter (adapter_config.json with peft_type), not an "
-            "adapters folder; upload it instead (the upload checks convert it), or convert it "
-            "with load_adapter and save_adapter of adapters_core",
-            "folder",
-        )
-    weight_names = {n: kind for kind, pair in loading.WEIGHTS_NAMES.items() for n in pair}
-    allowed = set(CONFIG_FILES) | set(weight_names)
-    entries = sorted(p.name for p in folder.iterdir())
-    unexpected = [n for n in entries if n not in allowed or not (folder / n).is_file()]
-    if unexpected:
-        raise PublishError(
-            f"unexpected entries in the adapter folder: {unexpected}; an adapter folder holds "
-            f"only {sorted(allowed)}",
-            "folder",
-        )
-    if ADAPTER_CONFIG not in entries:
-        raise PublishError(f"{folder} has no {ADAPTER_CONFIG}", "folder")
-    try:
-        adapter_config = loading.read_json_config(folder / ADAPTER_CONFIG)
-    except Exception as exc:
-        raise PublishError(f"{ADAPTER_CONFIG} is not valid: {exc}", "adapter_config") from None
-
-    staging.mkdir(parents=True)
-    for entry in entries:
-        if entry in CONFIG_FILES:
-            shutil.copyfile(folder / entry, staging / entry)
-    for config_name, kind in CONFIG_FILES.items():
-        if kind is None:
-            continue
-        safe_name, bin_name = loading.WEIGHTS_NAMES[kind]
-        present = [n for n in (safe_name, bin_name) if n in entries]
-        if config_name not in entries:
-            if present:
-                raise PublishError(f"{present[0]} has no {config_name} beside it", "folder")
-            continue
-        if not present:
-            raise PublishError(f"{config_name} has no weights file ({safe_name} or {bin_name})")
-        _complete_weights(folder, staging, safe_name, bin_name, present)
-    members = sorted(p.name for p in staging.iterdir())
-    return _Prepared(staging, members, adapter_config)
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from adapters_core import AdapterError, loading
-
-    try:
-        return loading.read_state_dict(path)
-    except AdapterError as exc:
-        raise PublishError(f"{path.name}: {exc}", "weights") from None
-
-
-def _complete_weights(
-    folder: Path, staging: Path, safe_name: str, bin_name: str, present: list[str]
-) -> None:
-    """Both formats in `staging`: the given ones copied, the missing one written from tensors."""
-    from adapters_core import loading
-
-    tensors = _read_weights(folder / present[0])
-    if len(present) == 2:
-        other = _read_weights(folder / present[1])
-        same = tensors.keys() == other.keys() and all(
-            tensors[k].dtype == other[k].dtype and _equal(tensors[k], other[k]) for k in tensors
-        )
-        if not same:
-            raise PublishError(f"{safe_name} and {bin_name} hold different tensors", "weights")
-    for name in present:
-        shutil.copyfile(folder / name, staging / name)
-    if len(present) == 1:
-        missing = bin_name if present[0] == safe_name else safe_name
-        loading.write_state_dict(tensors, staging / missing)
-
-
-def write_archive(root: Path, members: list[str], target: Path) -> None:
-    """Zip `members` of `root` flat, in the given order, with fixed timestamps and modes."""
-    with zipfile.ZipFile(target, "w") as zf:
-        for member in members:
-            source = root / member
-            info = zipfile.ZipInfo(member, date_time=ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3
-            info.external_attr = 0o100644 << 16
-            info.file_size = source.stat().st_size
-            with source.open("rb") as src, zf.open(info, "w", force_zip64=True) as dst:
-                shutil.copyfileobj(src, dst, storage.CHUNK_SIZE)
-
-
 # -- rows ---------------------------------------------------------------------------------------
 
 
@@ -398,7 +288,9 @@ def _write_adapter(
                 "name",
             )
         card.setdefault("author", org)
-        row = Adapter.objects.create(org=org, name=name, default_version="", **values, **card)
+        row = Adapter.objects.create(
+            org=org, name=name, default_version="", origin=PUBLISHED, **values, **card
+        )
         return row, True
     fixed = ("type_id", "task_id", "subtask_id", "model_name", "config_hash")
     differs = [k.removesuffix("_id") for k in fixed if getattr(row, k) != values[k]]
@@ -415,6 +307,11 @@ def _write_adapter(
             changed = True
     if row.status == Adapter.Status.WITHDRAWN:
         row.status = Adapter.Status.ACTIVE
+        changed = True
+    if row.origin != PUBLISHED:
+        # A card of the Hub repository that this hub now publishes versions of: the hub's from
+        # here on, so a sync of that repository no longer rewrites or withdraws it.
+        row.origin = PUBLISHED
         changed = True
     if changed:
         row.save()
@@ -468,18 +365,7 @@ def _write_version(
     if extra.get("score") is not None:
         target.score = float(extra["score"])
     target.save()
-    target.files.all().delete()
-    VersionFile.objects.bulk_create(
-        VersionFile(
-            version=target,
-            path=path,
-            size=blob.size,
-            sha256=blob.sha256,
-            git_oid=blob.digests.git_oid,
-            storage_key=blob.key,
-        )
-        for path, blob in members
-    )
+    record_version_files(target, members)
     row.default_version = version
     row.save(update_fields=["default_version", "updated_at"])
     return target, True
@@ -537,6 +423,24 @@ def card_data(adapter: Adapter, base_url: str | None = None) -> dict[str, Any]:
     return data
 
 
+def record_card_source(adapter: Adapter) -> None:
+    """The card the hub publishes, as a sync would have read it: its path (the legacy index's
+    order), its git blob (the same card merged into a Hub repository is recognised there) and the
+    format checks' warnings."""
+    path = card_path(adapter)
+    content = render_card_yaml(adapter)
+    parsed = hubformat.parse_file(path, content.encode("utf-8"))
+    adapter.source_path = path
+    adapter.source_blob = git_blob_id(content.encode("utf-8"))
+    adapter.warnings = [w.as_dict() for w in parsed.warnings]
+    adapter.author = parsed.data.get("author") or adapter.author
+    adapter.save(update_fields=["source_path", "source_blob", "warnings", "author"])
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 def render_card_yaml(adapter: Adapter, base_url: str | None = None) -> str:
     """The adapter as a Hub-format card (adapters/<org>/<name>.yaml), for the upload workflow to
     commit into the Hub repository. Relative download URLs are made absolute with `base_url`
@@ -544,9 +448,3 @@ def render_card_yaml(adapter: Adapter, base_url: str | None = None) -> str:
     return yaml.safe_dump(
         card_data(adapter, base_url), sort_keys=False, allow_unicode=True, width=100
     )
-
-
-def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    import torch
-
-    return torch.equal(a, b)

@@ -24,8 +24,8 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from hub_server import storage
-from hub_server.catalog.models import AdapterVersion
-from hub_server.uploads.models import Upload, VersionFile
+from hub_server.catalog.models import AdapterVersion, VersionFile
+from hub_server.uploads.models import Upload
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@ the demo loader) calls `create_upload`; the Celery task calls `validate_upload`.
 
 The request only stores the bytes (streamed, capped) and the card and queues the validation once
 its transaction commits. The validation runs the checks of checks.py, then publishes: files into
-storage and rows into the catalogue (publishing.publish_adapter_folder), and the card into the Hub
-git repository (hubrepo), recording the card's path and blob on the row so that the next sync of
-that repository finds it unchanged.
+storage and rows into the catalogue (publishing.publish_adapter_folder), the adapter marked as
+published here (a sync of the Hub repository leaves it alone), with its card's path and blob, and,
+when the git export is on, the card committed into a clone of a Hub repository (hubrepo).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from django.db import transaction
 from hub_server import storage
 from hub_server.accounts import services as accounts
 from hub_server.accounts.models import Membership, Organisation
-from hub_server.catalog import hubformat, safe_yaml
+from hub_server.catalog import safe_yaml
 from hub_server.catalog.models import Adapter
 from hub_server.uploads import basemodels, checks, claims, hubrepo, retention
 from hub_server.uploads.dispatch import queue_validation, requeue_stuck_uploads  # noqa: F401
@@ -281,9 +281,13 @@ def _validate_claimed(upload: Upload) -> Upload:
                 adapter = version.adapter
                 message = (
                     f"published {adapter.unique_id} version {version.version} "
-                    f"({adapter.identifier}); card {card_path(adapter)} on branch "
-                    f"{committed.branch} at {committed.commit[:12]}"
+                    f"({adapter.identifier})"
                 )
+                if committed is not None:
+                    message += (
+                        f"; card {card_path(adapter)} committed on branch {committed.branch} "
+                        f"at {committed.commit[:12]}"
+                    )
                 report.append(checks.report_entry("publish", True, message, started))
                 return claims.finish(
                     upload,
@@ -293,9 +297,16 @@ def _validate_claimed(upload: Upload) -> Upload:
                     name=adapter.name,
                     version=version.version,
                     adapter_version=version,
-                    git_branch=committed.branch,
-                    git_commit=committed.commit,
+                    git_branch=committed.branch if committed else "",
+                    git_commit=committed.commit if committed else "",
                 )
+        except hubrepo.HubRepositoryBusy as exc:
+            log.warning("upload %s: publishing delayed: %s", upload.pk, exc)
+            return claims.release(
+                upload,
+                f"publishing delayed: {exc}; the upload passed its checks and is tried again "
+                f"every {settings.HUB_UPLOAD_SWEEP_SECONDS} s",
+            )
         except (PublishError, hubrepo.HubRepositoryError) as exc:
             report.append(checks.report_entry("publish", False, str(exc), started))
             return claims.finish(upload, Upload.Status.REJECTED, report, f"publish: {exc}")
@@ -311,8 +322,10 @@ def _validate_claimed(upload: Upload) -> Upload:
 
 
 def publish_validated(upload: Upload, v: checks.Validation):
-    """Storage and catalogue (one transaction, which also covers the git commit: if git fails,
-    no row says the adapter exists)."""
+    """Storage and catalogue in one transaction: the rows are the published card (the adapter's
+    origin says so; no sync of the Hub repository rewrites or withdraws it). With the git export
+    on (HUB_PUBLISH_REPO), the card is committed in the same transaction: if git fails, no row
+    says the adapter exists. Returns (version, the commit or None)."""
     extra = dict(upload.card)
     extra.setdefault("author", upload.organisation.name)
     if upload.user and upload.user.email:
@@ -329,8 +342,9 @@ def publish_validated(upload: Upload, v: checks.Validation):
             card_extra=extra,
         )
         adapter = Adapter.objects.select_for_update().get(pk=version.adapter_id)
-        content = render_card_yaml(adapter)
-        path = card_path(adapter)
+        repo = hubrepo.publish_repository()
+        if repo is None:
+            return version, None
         user = upload.user
         author = (
             (user.username, user.email or f"{user.username}@users.adapterhub.invalid")
@@ -338,28 +352,14 @@ def publish_validated(upload: Upload, v: checks.Validation):
             else ("AdapterHub", "hub@adapterhub.invalid")
         )
         committed = hubrepo.commit_card(
-            hubrepo.publish_repository(),
+            repo,
             hubrepo.publish_branch(upload.pk),
-            path,
-            content,
+            card_path(adapter),
+            render_card_yaml(adapter),
             f"Publish {adapter.unique_id} version {version.version} (upload {upload.pk})",
             author,
         )
-        if not committed.branch.startswith("upload/"):
-            # On a review branch the card is not in the synced branch yet: with a path recorded, a
-            # full sync would withdraw it. Unlinked, the sync adopts it by id once it is merged.
-            record_card_source(adapter, path, content, committed.blob)
     return version, committed
-
-
-def record_card_source(adapter: Adapter, path: str, content: str, blob: str) -> None:
-    """What a sync of the card would write, so the next sync counts the card unchanged."""
-    parsed = hubformat.parse_file(path, content.encode("utf-8"))
-    adapter.source_path = path
-    adapter.source_blob = blob
-    adapter.warnings = [w.as_dict() for w in parsed.warnings]
-    adapter.author = parsed.data.get("author") or adapter.author
-    adapter.save(update_fields=["source_path", "source_blob", "warnings", "author"])
 
 
 # -- moderation and recovery ---------------------------------------------------------------------

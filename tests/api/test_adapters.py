@@ -150,7 +150,7 @@ def test_search_sst2_finds_the_sst2_cards(client):
 def test_search_uses_the_trigram_index():
     if connection.vendor != "postgresql":
         pytest.skip("the trigram index exists on PostgreSQL only")
-    from hub_server.api.filters import search_adapters
+    from hub_server.catalog.filters import search_adapters
 
     # 291 rows are too few for the planner to prefer any index on its own: forbid the plain scans
     # to prove the expression matches the index (the benchmark shows the choice at 100,000 rows).
@@ -242,7 +242,7 @@ def test_query_count_does_not_grow_with_page_size(client, params, django_assert_
 
 
 def test_a_list_page_from_the_search_index_needs_no_query(client, django_assert_num_queries):
-    from hub_server.api.filters import reference_ids
+    from hub_server.catalog.filters import reference_ids
 
     reference_ids()  # loaded once per catalogue generation and process (3 small queries)
     # The first list builds the index; the stored response is forgotten, so the next renders.
@@ -260,7 +260,7 @@ def test_a_list_page_from_the_search_index_needs_no_query(client, django_assert_
 def test_without_the_index_a_list_that_fits_one_page_needs_no_count_query(
     client, django_assert_num_queries, settings
 ):
-    from hub_server.api.filters import reference_ids
+    from hub_server.catalog.filters import reference_ids
 
     settings.HUB_SEARCH_INDEX = False
     reference_ids()  # loaded once per catalogue generation and process (3 small queries)
@@ -293,8 +293,8 @@ def test_pages_out_of_range_are_json_404(client):
 def test_fast_list_items_equal_the_declared_fields():
     from rest_framework import serializers
 
-    from hub_server.api import selectors
     from hub_server.api.serializers import AdapterListItemSerializer
+    from hub_server.catalog import selectors
 
     item = AdapterListItemSerializer(context={"api_root": "http://hub/api/v1/"})
     for row in selectors.adapter_rows()[:50]:
@@ -304,8 +304,8 @@ def test_fast_list_items_equal_the_declared_fields():
 def test_fast_detail_equals_the_declared_fields():
     from rest_framework import serializers
 
-    from hub_server.api import selectors
     from hub_server.api.serializers import AdapterDetailSerializer
+    from hub_server.catalog import selectors
 
     for org, name in [
         ("ukp", "bert-base-uncased_sentiment_sst-2_pfeiffer"),

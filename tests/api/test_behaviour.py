@@ -95,7 +95,7 @@ def test_a_bug_in_a_view_is_a_logged_json_500(client, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("hub_server.api.selectors.adapter_detail", broken)
+    monkeypatch.setattr("hub_server.catalog.selectors.adapter_detail", broken)
     client.raise_request_exception = False
     response = client.get(SST2_DETAIL)
     assert response.status_code == 500

@@ -37,7 +37,7 @@ def test_facets_without_filters_count_the_yaml(client):
 
 
 def test_every_facet_lists_every_filter():
-    from hub_server.api.filters import AdapterFilter
+    from hub_server.catalog.filters import AdapterFilter
 
     filters = set(AdapterFilter.base_filters) - {"q", "ordering"}
     assert set(AdapterFilter.FACETS) == filters
@@ -81,7 +81,7 @@ def test_facets_reject_bad_filter_values(client):
 
 
 def test_facets_are_a_fixed_number_of_queries(client):
-    from hub_server.api.filters import reference_ids
+    from hub_server.catalog.filters import reference_ids
 
     reference_ids()  # loaded once per catalogue generation and process
     with CaptureQueriesContext(connection) as plain:

@@ -133,7 +133,7 @@ def test_fast_datetime_rendering_is_drf_rendering():
 def test_detail_in_one_query_equals_the_portable_two(
     catalog, monkeypatch, django_assert_num_queries
 ):
-    from hub_server.api import selectors
+    from hub_server.catalog import selectors
 
     adapters = list(Adapter.objects.values_list("org", "name"))
     assert len(adapters) > 250

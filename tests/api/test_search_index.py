@@ -7,9 +7,11 @@ import time
 import pytest
 from django.test import override_settings
 
-from hub_server.api import filters, search_index, selectors
-from hub_server.api.filters import ORDERINGS, reference_ids, search_adapters
+from hub_server.api import search_index
+from hub_server.catalog import filters
+from hub_server.catalog import selectors as catalog_selectors
 from hub_server.catalog.cache import forget_responses, generation
+from hub_server.catalog.filters import ORDERINGS, reference_ids, search_adapters
 from hub_server.catalog.models import Adapter, Subtask, Task
 from hub_server.catalog.signals import catalog_changed
 
@@ -48,7 +50,7 @@ def snapshot_terms() -> list[str]:
 
 
 def sql_ids(term, cleaned, ids, ordering):
-    queryset = search_adapters(selectors.active_adapters(), term, ids)
+    queryset = search_adapters(catalog_selectors.active_adapters(), term, ids)
     for name in ("type", "model_type", "model_name", "org"):
         if value := cleaned.get(name):
             field = {"type": "type_id"}.get(name, name)

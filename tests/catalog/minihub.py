@@ -208,3 +208,27 @@ def _difference(incremental: tuple, full: tuple) -> str:
         for row in sorted(set(theirs) - set(mine), key=repr):
             lines.append(f"{name}: only full: {row}")
     return "\n".join(lines)
+
+
+def publish_here(org: str, name: str, doc: dict, path: str) -> Adapter:
+    """An adapter as this hub's publishing leaves it (origin `published`, the card's path and git
+    blob recorded), written straight into the catalogue: the sync only sees the rows."""
+    from hub_server.catalog import hubformat
+    from hub_server.uploads.hubrepo import blob_id
+
+    arch = models.Architecture.objects.get(name=doc["config"]["using"])
+    config = hubformat.full_config(arch.config, doc["config"])
+    subtask = models.Subtask.objects.get(task__task=doc["task"], subtask=doc["subtask"])
+    adapter = Adapter.objects.create(
+        org=org, name=name, origin=Adapter.Origin.PUBLISHED, type_id=doc["type"],
+        task=subtask.task, subtask=subtask, model_type=doc["model_type"],
+        model_name=doc["model_name"], architecture=arch, config_overrides=doc["config"],
+        config=config, config_hash=hubformat.config_hash(config), author=doc["author"],
+        description=doc["description"], default_version="1", source_path=path,
+        source_blob=blob_id(yaml.safe_dump(doc, sort_keys=False)),
+    )  # fmt: skip
+    models.AdapterVersion.objects.create(
+        adapter=adapter, version="1", position=0, url=f"/api/v1/adapters/{org}/{name}/versions/1/download",
+        sha256="b" * 64, file_status=models.AdapterVersion.FileStatus.HOSTED, storage_key="k",
+    )  # fmt: skip
+    return adapter

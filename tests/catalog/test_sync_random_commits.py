@@ -4,6 +4,8 @@ A seeded generator (reproducible: the failing seed and step are in the assertion
 small Hub repository the ways maintainers do: add, edit, rename, delete, break and fix cards, copy
 one (a duplicate), give one a twin file (`.yml` beside `.yaml`), add and remove tasks, subtasks and
 architectures. HUB_SYNC_RANDOM_SEEDS / HUB_SYNC_RANDOM_STEPS / HUB_SYNC_RANDOM_FIRST_SEED run it longer.
+With adapters published on this hub present (ids and unique keys the maintainer's cards collide
+with), the same holds and no sync touches them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import random
 
 import pytest
 
+from hub_server.catalog.models import Adapter
 from tests.catalog import minihub
-from tests.catalog.minihub import MiniHub, sync_and_compare
+from tests.catalog.minihub import MiniHub, publish_here, sync_and_compare
 
 pytestmark = pytest.mark.django_db
 
@@ -122,5 +125,45 @@ def test_random_commits_keep_incremental_equal_to_full(tmp_path, seed):
         hub.commit(history[-1])
         try:
             sync_and_compare(hub)
+        except AssertionError as exc:
+            raise AssertionError(f"seed {seed}, step {step}, after: {history}") from exc
+
+
+def published_rows() -> list:
+    return sorted(
+        Adapter.objects.filter(origin=Adapter.Origin.PUBLISHED).values_list(
+            "org",
+            "name",
+            "status",
+            "config_hash",
+            "description",
+            "source_blob",
+            "versions__version",
+            "versions__sha256",
+            "versions__file_status",
+        )  # fmt: skip
+    )
+
+
+@pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + max(1, SEEDS // 2)))
+def test_random_commits_with_published_adapters_present(tmp_path, seed):
+    hub = MiniHub(tmp_path / "hub")
+    hub.commit("start")
+    sync_and_compare(hub)
+    # One at an id the maintainer's paths reach (adapters/lab/b.*), one holding the unique key
+    # of the most common random card (the same card under another id is a duplicate).
+    publish_here("lab", "b", minihub.card_doc(description="published"), "adapters/lab/b.yaml")
+    publish_here("ukp", "z", minihub.card_doc(description="v0"), "adapters/ukp/z.yaml")
+    published = published_rows()
+    rng = random.Random(seed)
+    maintainer = Maintainer(hub, rng)
+    history = []
+    for step in range(STEPS):
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            history.append(maintainer.step())
+        hub.commit(history[-1])
+        try:
+            sync_and_compare(hub)
+            assert published_rows() == published
         except AssertionError as exc:
             raise AssertionError(f"seed {seed}, step {step}, after: {history}") from exc

@@ -249,13 +249,15 @@ def test_a_validating_upload_cannot_be_claimed_again_until_its_lease_expires(lab
     assert claims.claim_upload(up.pk) is None  # final
 
 
-def test_a_worker_that_lost_its_claim_publishes_nothing(lab, adapter_zip):
+def test_a_worker_that_lost_its_claim_publishes_nothing(lab, adapter_zip, settings, tmp_path):
     from unittest import mock
 
+    from hub_server.catalog.demo import prepare_demo_repository
     from hub_server.catalog.models import Adapter
     from hub_server.uploads import checks, hubrepo
-    from tests.conftest import git
+    from tests.conftest import git, make_git_repo
 
+    settings.HUB_PUBLISH_REPO = str(make_git_repo(prepare_demo_repository(), tmp_path / "export"))
     up = stored_upload(lab, adapter_zip)
     run_checks = checks.run_checks
 

@@ -17,8 +17,7 @@ from huggingface_hub.errors import (
 )
 
 from hub_server import storage
-from hub_server.catalog.models import Adapter, AdapterVersion
-from hub_server.uploads.models import VersionFile
+from hub_server.catalog.models import Adapter, AdapterVersion, VersionFile
 from hub_server.uploads.publishing import publish_adapter_folder
 from tests.hosting.conftest import ORG, SUBTASK, TASK, eventually
 

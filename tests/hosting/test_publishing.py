@@ -12,10 +12,9 @@ from django.core.management.base import CommandError
 from hub_server import storage
 from hub_server.catalog import hubformat
 from hub_server.catalog.demo import DEMO_SOURCE
-from hub_server.catalog.models import Adapter, AdapterVersion
+from hub_server.catalog.models import Adapter, AdapterVersion, VersionFile
 from hub_server.catalog.signals import catalog_changed
 from hub_server.catalog.sync import sync_hub_repository
-from hub_server.uploads.models import VersionFile
 from hub_server.uploads.publishing import (
     PublishError,
     publish_adapter_folder,

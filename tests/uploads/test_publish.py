@@ -1,5 +1,5 @@
-"""A published upload is in the catalogue, in storage and in the Hub git repository, and the three
-agree; a later sync of that repository counts the card unchanged."""
+"""A published upload is in the catalogue and in storage, the two agree, and no sync of the Hub
+repository changes it; with the git export on, its card is in that repository too."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hub_server.catalog.models import Adapter
 from hub_server.catalog.sync import ADAPTER_FIELDS, sync_hub_repository
 from hub_server.uploads import hubrepo, services
 from hub_server.uploads.models import Upload
+from hub_server.uploads.publishing import render_card_yaml
 from tests.conftest import git, make_git_repo
 
 from .conftest import zip_folder
@@ -37,43 +38,38 @@ def _publish(user, folder, capture, **kwargs) -> Upload:
     return up
 
 
-def test_catalogue_storage_and_git_agree_and_sync_is_a_no_op(
+def test_catalogue_and_storage_agree_and_syncs_leave_the_adapter_alone(
     alice, tiny_adapter, django_capture_on_commit_callbacks
 ):
+    repo = demo_repository_path()
+    head = git(repo, "rev-parse", "main")
     up = _publish(alice, tiny_adapter, django_capture_on_commit_callbacks)
     version = up.adapter_version
     adapter = Adapter.objects.get(pk=version.adapter_id)
-    repo = demo_repository_path()
-    # git: the card on main, at the path the sync expects, with the stored archive's hashes
-    assert up.git_branch == "main"
-    assert git(repo, "rev-parse", "main") == up.git_commit
-    text = git(repo, "show", f"main:adapters/alice-lab/{adapter.name}.yaml")
-    card = yaml.safe_load(text)
+    # the card is the row: published here, no git export by default
+    assert adapter.origin == "published"
+    assert (up.git_branch, up.git_commit) == ("", "")
+    assert git(repo, "rev-parse", "main") == head
+    card = yaml.safe_load(render_card_yaml(adapter))
     assert card["files"] == [
         {"version": "1", "url": version.url, "sha1": version.sha1, "sha256": version.sha256}
     ]
     assert card["description"] == "A test adapter" and card["author"] == "alice-lab"
+    assert adapter.source_path == f"adapters/alice-lab/{adapter.name}.yaml"
     # storage: the archive and every member, by content
     assert storage.hash_blob(version.storage_key).sha256 == version.sha256
     for f in version.files.all():
         assert storage.hash_blob(f.storage_key).sha256 == f.sha256
-    # the work tree is clean (the card was committed, not left staged)
-    assert git(repo, "status", "--porcelain") == ""
-    # catalogue: the sync reads the card and finds nothing to change
+    # the Hub repository has no file for it: neither sync changes or withdraws it
     before = {k: getattr(adapter, k) for k in ADAPTER_FIELDS} | {"blob": adapter.source_blob}
-    run = sync_hub_repository(str(repo))
-    assert run.status == "succeeded", run.message
-    assert run.counts["adapter"]["added"] == 0 and run.counts["adapter"]["updated"] == 0
-    assert not run.errors
-    adapter.refresh_from_db()
-    assert {k: getattr(adapter, k) for k in ADAPTER_FIELDS} | {
-        "blob": adapter.source_blob
-    } == before
-    # a full sync as well: nothing withdrawn, nothing updated
-    run = sync_hub_repository(str(repo), full=True)
-    assert run.counts["adapter"]["updated"] == 0 and run.counts["adapter"]["removed"] == 0
-    adapter.refresh_from_db()
-    assert adapter.status == "active"
+    for full in (False, True):
+        run = sync_hub_repository(str(repo), full=full)
+        assert run.status in ("succeeded", "noop"), run.message
+        assert not run.errors
+        adapter.refresh_from_db()
+        assert {k: getattr(adapter, k) for k in ADAPTER_FIELDS} | {
+            "blob": adapter.source_blob
+        } == before
 
 
 def test_per_upload_branch_leaves_the_checked_out_branch_alone(

@@ -1,6 +1,6 @@
 """A trigram index for the API's `q` search (PostgreSQL only; elsewhere search scans).
 
-The indexed expression must stay identical to `hub_server.api.filters.AdapterSearchText`, which
+The indexed expression must stay identical to `hub_server.catalog.filters.AdapterSearchText`, which
 the search filter compares with LIKE '%term%': then PostgreSQL answers it from this index.
 """
 

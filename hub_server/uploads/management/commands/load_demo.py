@@ -5,6 +5,7 @@ from hub_server.catalog.models import SyncRun
 
 
 class Command(BaseCommand):
+    # An uploads command: it syncs the demo catalogue, then publishes the demo adapters as uploads.
     help = "Create the demo Hub repository under HUB_DATA_DIR and sync it into the catalogue."
 
     def add_arguments(self, parser):
@@ -20,6 +21,7 @@ class Command(BaseCommand):
             self.stderr.write(f"error {error['file']}: {error['message']}")
         self.stdout.write(f"demo catalogue: {run.message}")
         if not options["no_adapters"]:
+            # Here, not at the top: the demo adapters train with torch, only when asked for.
             from hub_server.uploads.demo_adapters import publish_demo_adapters
 
             publish_demo_adapters(self.stdout.write)
