@@ -33,7 +33,7 @@ class TokenViewMixin:
     permission_classes = [TokenScopePermission]
 
     def get_exception_handler(self):
-        from hub_server.api.exceptions import api_exception_handler
+        from hub_server.errors import api_exception_handler
 
         return api_exception_handler
 

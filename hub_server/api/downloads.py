@@ -29,6 +29,7 @@ from django.http import (
 from django.views.decorators.http import require_http_methods
 
 from hub_server import storage
+from hub_server.catalog.hf_revision import archive_sha256
 from hub_server.catalog.models import Adapter, AdapterVersion
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -203,11 +204,6 @@ def json_error(status: int, detail: str, **extra) -> JsonResponse:
     return JsonResponse(
         {"detail": detail, "errors": extra.pop("errors", {}), **extra}, status=status
     )
-
-
-def archive_sha256(version: AdapterVersion) -> str:
-    """The hosted archive's sha256 (a mirrored card may give only sha1: the key names it)."""
-    return version.sha256 or version.storage_key.rsplit("/", 1)[-1]
 
 
 def archive_filename(adapter: Adapter, version: AdapterVersion) -> str:

@@ -16,23 +16,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import yaml
 from django.conf import settings
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from hub_server.api.downloads import (
-    Body,
-    archive_sha256,
-    content_disposition,
-    count_download,
-    serve_body,
-)
+from hub_server.api.downloads import Body, content_disposition, count_download, serve_body
+from hub_server.catalog.hf_revision import LIBRARY_NAME, card_metadata, freeze_revision, tags_of
 from hub_server.catalog.models import Adapter, AdapterVersion, VersionFile
 
-LIBRARY_NAME = "adapter-transformers"
 LFS_SUFFIXES = (".bin", ".safetensors")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 MAX_PAGE = 1000
@@ -124,64 +117,6 @@ class Revision:
         return next((f for f in self.files if f.path == path), None)
 
 
-# -- the generated model card -------------------------------------------------------------------
-
-
-def card_metadata(adapter: Adapter) -> dict:
-    data = {
-        "library_name": LIBRARY_NAME,
-        "tags": tags_of(adapter),
-        "base_model": adapter.model_name,
-    }
-    if adapter.subtask.hf_datasets_id:
-        data["datasets"] = [adapter.subtask.hf_datasets_id]
-    return data
-
-
-def tags_of(adapter: Adapter) -> list[str]:
-    return [
-        LIBRARY_NAME,
-        f"adapterhub:{adapter.task.task}/{adapter.subtask.subtask}",
-        adapter.model_type,
-    ]
-
-
-def render_readme(adapter: Adapter, version: AdapterVersion, metadata: dict) -> bytes:
-    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
-    repo_id = f"{adapter.org}/{adapter.name}"
-    head = " It includes a prediction head." if adapter.has_head else ""
-    lines = [
-        "---",
-        front.rstrip("\n"),
-        "---",
-        "",
-        f"# Adapter `{repo_id}` for {adapter.model_name}",
-        "",
-        f"An [adapter](https://adapterhub.ml) for the `{adapter.model_name}` model, trained on "
-        f"the {adapter.task.task}/{adapter.subtask.subtask} task "
-        f"(architecture `{adapter.architecture.name}`).{head}",
-        "",
-        "It loads with the [Adapters](https://github.com/adapter-hub/adapters) library.",
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from adapters import AutoAdapterModel",
-        "",
-        f'model = AutoAdapterModel.from_pretrained("{adapter.model_name}")',
-        f'adapter_name = model.load_adapter("{repo_id}", set_active=True)',
-        "```",
-        "",
-        f"AdapterHub identifier: `{adapter.identifier}`, version `{version.version}` "
-        f"(archive sha256 `{archive_sha256(version)}`).",
-    ]
-    if adapter.description:
-        lines += ["", "## Description", "", adapter.description.strip()]
-    if adapter.citation:
-        lines += ["", "## Citation", "", "```bibtex", adapter.citation.strip(), "```"]
-    return ("\n".join(lines) + "\n").encode("utf-8")
-
-
 # -- lookups --------------------------------------------------------------------------------------
 
 
@@ -206,35 +141,6 @@ def find_repo(org: str, name: str) -> tuple[Adapter, list[AdapterVersion]]:
     if not versions:
         raise HfError(404, "RepoNotFound", f"Repository Not Found for url: {org}/{name}.")
     return adapter, versions
-
-
-def revision_sha(adapter: Adapter, version: AdapterVersion, readme: bytes) -> str:
-    seed = "\0".join(
-        [
-            "adapterhub-hf",
-            adapter.org,
-            adapter.name,
-            version.version,
-            archive_sha256(version),
-            hashlib.sha256(readme).hexdigest(),
-        ]
-    )
-    return hashlib.sha1(seed.encode()).hexdigest()
-
-
-def freeze_revision(adapter: Adapter, version: AdapterVersion) -> None:
-    """Fix this version's README.md and commit sha for good (at publish; lazily for versions
-    published before they were stored): a pushed README stays, else the generated one."""
-    if version.hf_sha:
-        return
-    readme = version.hf_readme.encode("utf-8") if version.hf_readme else None
-    if readme is None:
-        readme = render_readme(adapter, version, card_metadata(adapter))
-    version.hf_readme = readme.decode("utf-8")
-    version.hf_sha = revision_sha(adapter, version, readme)
-    AdapterVersion.objects.filter(pk=version.pk, hf_sha="").update(
-        hf_readme=version.hf_readme, hf_sha=version.hf_sha
-    )
 
 
 def build_revision(adapter: Adapter, version: AdapterVersion) -> Revision:

@@ -18,7 +18,6 @@ from rest_framework.views import APIView
 
 from hub_server.accounts.authentication import BasicAuthentication
 from hub_server.api import selectors, serializers
-from hub_server.api.exceptions import api_exception_handler
 from hub_server.api.pagination import (
     CatalogPageNumberPagination,
     PageOrCursorPagination,
@@ -40,6 +39,7 @@ from hub_server.catalog.filters import (
     TaskFilter,
     reference_ids,
 )
+from hub_server.errors import api_exception_handler
 
 
 def errors(*codes: int) -> dict:

@@ -24,6 +24,7 @@ from django.db import transaction
 
 from hub_server import storage
 from hub_server.catalog import hubformat
+from hub_server.catalog.hf_revision import freeze_hf_revisions
 from hub_server.catalog.hosting import (
     ADAPTER_CONFIG,
     FolderError,
@@ -255,13 +256,6 @@ def match_architecture(config: Any) -> tuple[Architecture, dict[str, Any]]:
 
 
 # -- rows ---------------------------------------------------------------------------------------
-
-
-def freeze_hf_revisions(adapter: Adapter) -> None:
-    from hub_server.api.hf import freeze_revision
-
-    for v in adapter.versions.filter(hf_sha="", file_status=AdapterVersion.FileStatus.HOSTED):
-        freeze_revision(adapter, v)
 
 
 def _write_adapter(

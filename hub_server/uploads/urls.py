@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from hub_server.api.exceptions import json_errors
+from hub_server.errors import json_errors
 from hub_server.uploads import views
 
 urlpatterns = [

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from hub_server import storage
 from hub_server.accounts.authentication import TokenScopePermission
-from hub_server.api.exceptions import api_exception_handler
+from hub_server.errors import api_exception_handler
 from hub_server.uploads import selectors, services
 from hub_server.uploads.serializers import UploadRequestSerializer, UploadSerializer
 
