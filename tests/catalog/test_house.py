@@ -13,6 +13,9 @@ from tests.conftest import ROOT
 CATALOG = ROOT / "hub_server" / "catalog"
 # Above the catalogue: the faces (api, pages) and the apps that write through it.
 ABOVE_CATALOG = ("hub_server.uploads", "hub_server.api", "hub_server.accounts", "frontend")
+UPLOADS = ROOT / "hub_server" / "uploads"
+# The faces: uploads writes through the catalogue and answers errors through hub_server/errors.py.
+FACES = ("hub_server.api", "hub_server.frontend", "frontend")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -40,6 +43,12 @@ def test_the_catalogue_imports_nothing_above_it():
     assert upward_imports(CATALOG, ABOVE_CATALOG) == []
 
 
+def test_uploads_import_neither_face():
+    """Publishing fixes a version's /hf/ revision through catalog/hf_revision.py and the upload
+    views share the API's JSON errors through hub_server/errors.py, never through the api layer."""
+    assert upward_imports(UPLOADS, FACES) == []
+
+
 def test_the_pages_read_the_catalogue_not_the_api():
     """The reads the pages share with the API live in the catalogue, below both faces."""
     assert (
@@ -52,6 +61,8 @@ def test_hosting_is_read_from_the_catalogue():
     hf = imported_modules(ROOT / "hub_server/api/hf.py")
     assert "hub_server.catalog.models.VersionFile" in hf
     assert not any(n.startswith("hub_server.uploads") for n in hf)
+    # /hf/ serves the revision publishing fixed: one computation, the catalogue's
+    assert "hub_server.catalog.hf_revision.freeze_revision" in hf
     mirror = imported_modules(CATALOG / "mirror.py")
     assert "hub_server.catalog.hosting.prepare_folder" in mirror
 
@@ -62,6 +73,11 @@ def test_the_import_check_sees_an_import_inside_a_function(tmp_path):
     assert upward_imports(tmp_path, ABOVE_CATALOG) == [
         f"{tmp_path.name}/m.py imports hub_server.uploads.models",
         f"{tmp_path.name}/m.py imports hub_server.uploads.models.Upload",
+    ]
+    (tmp_path / "m.py").write_text("def f():\n    from hub_server.api.hf import freeze_revision\n")
+    assert upward_imports(tmp_path, FACES) == [
+        f"{tmp_path.name}/m.py imports hub_server.api.hf",
+        f"{tmp_path.name}/m.py imports hub_server.api.hf.freeze_revision",
     ]
 
 
