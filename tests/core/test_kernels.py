@@ -186,11 +186,13 @@ def test_decoder_kernels_train_like_transformers_own_code(arch: str) -> None:
         patch.setattr(kernels_decoder, "rms_norm", count("norm", norm_forward))
         patch.setattr(kernels_decoder, "apply_rotary", count("rotary", rotary_forward))
         logits, grads = _train_step(fused)
-    # the fused paths ran (the first layer's input norm sees the frozen embeddings: no gradient
-    # flows there, transformers' code runs), and gave transformers' results
-    layers = fused.config.num_hidden_layers
-    assert calls["norm"] == 2 * layers and calls["rotary"] == 2 * layers
-    stock_logits, stock_grads = _train_step(stock)
+        # the fused paths ran (the first layer's input norm sees the frozen embeddings: no
+        # gradient flows there, transformers' code runs)
+        layers = fused.config.num_hidden_layers
+        assert calls == {"norm": 2 * layers, "rotary": 2 * layers}
+        # switched off: transformers' own code only, though the rotary dispatcher is installed
+        stock_logits, stock_grads = _train_step(stock)
+        assert calls == {"norm": 2 * layers, "rotary": 2 * layers}
     torch.testing.assert_close(logits, stock_logits, rtol=1e-5, atol=1e-5)
     assert grads.keys() == stock_grads.keys() and len(grads) > 4
     for name, grad in grads.items():
