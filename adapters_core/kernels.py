@@ -11,7 +11,8 @@ default generator, so ``torch.manual_seed`` still fixes it.
 
 Everything else (inference, other devices, other dtypes) goes to PyTorch's or transformers' own
 implementation unchanged. :func:`attach` puts both kernels into a model; the attention kernel
-only for the model types it is tested on (:data:`ATTENTION_MODEL_TYPES`).
+only for the model types it is tested on (:data:`ATTENTION_MODEL_TYPES`). Frozen Llama-style
+decoders (no dropout) get their own kernels: :mod:`adapters_core.kernels_decoder`.
 
 Turning them off: ``adapters_core.init(model, cpu_kernels=False)``, or the environment variable
 ``ADAPTERS_CORE_CPU_KERNELS=0`` (read when adapter support is added to a model).
@@ -172,7 +173,11 @@ def _register_attention() -> None:
 
 def attach(model: nn.Module) -> None:
     """Use :class:`Dropout` for the model's ``nn.Dropout`` modules and, where the model runs
-    transformers' SDPA attention, :func:`sdpa_attention_forward` (same masks, same results)."""
+    transformers' SDPA attention, :func:`sdpa_attention_forward` (same masks, same results);
+    for Llama-style decoders, the fused RMSNorm and rotary paths of :mod:`.kernels_decoder`."""
+    from . import kernels_decoder
+
+    kernels_decoder.attach(model)
     for module in model.modules():
         if type(module) is nn.Dropout:
             module.__class__ = Dropout
