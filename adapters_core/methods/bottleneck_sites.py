@@ -91,10 +91,42 @@ class BottleneckSite(ComposableLayer):
         adds them); returns ``hidden_states`` unchanged when nothing is active here."""
         setup = self.active_setup()
         if setup is None:
-            if not finish:
-                return hidden_states
-            out = hidden_states + input_tensor
-            return layer_norm(out) if layer_norm is not None else out
+            return self._plain(hidden_states, input_tensor, layer_norm, finish)
+        return self._run(setup, hidden_states, input_tensor, layer_norm, finish, 0)
+
+    @staticmethod
+    def _plain(
+        hidden_states: torch.Tensor,
+        input_tensor: torch.Tensor,
+        layer_norm: nn.Module | None,
+        finish: bool,
+    ) -> torch.Tensor:
+        """The sub-block's output when no adapter runs here."""
+        if not finish:
+            return hidden_states
+        out = hidden_states + input_tensor
+        return layer_norm(out) if layer_norm is not None else out
+
+    def _run(
+        self,
+        setup: AdapterCompositionBlock | str,
+        hidden_states: torch.Tensor,
+        input_tensor: torch.Tensor,
+        layer_norm: nn.Module | None,
+        finish: bool,
+        lvl: int,
+    ) -> torch.Tensor:
+        channels = self.channels(setup, hidden_states.shape[0])
+        if channels is not None:  # Parallel, BatchSplit: each channel as if it alone were active
+            outs = []
+            for child, rows, child_lvl in channels:
+                x = input_tensor[rows] if isinstance(input_tensor, torch.Tensor) else input_tensor
+                outs.append(self._run(child, hidden_states[rows], x, layer_norm, finish, child_lvl))
+            return torch.cat(outs, 0)
+        if not self.holds_any(setup):
+            return self._plain(hidden_states, input_tensor, layer_norm, finish)
+        if isinstance(setup, str):
+            setup = Stack(setup)
         # fast path: a single adapter, the common case at inference time
         if type(setup) is Stack and len(setup.children) == 1 and isinstance(setup.children[0], str):
             adapter = self.adapters[setup.children[0]]
@@ -102,12 +134,9 @@ class BottleneckSite(ComposableLayer):
             h = adapter(h, residual)[0]
             return adapter.post_forward(h, hidden_states, input_tensor, layer_norm, finish)
         state = BottleneckState(hidden_states, input_tensor, input_tensor, layer_norm)
-        state = self.compose(setup, state, 0)
+        state = self.compose(setup, state, lvl)
         if state.last is None:
-            if not finish:
-                return hidden_states
-            out = state.hidden_states + state.input_tensor
-            return layer_norm(out) if layer_norm is not None else out
+            return self._plain(state.hidden_states, state.input_tensor, layer_norm, finish)
         last = self.adapters[state.last]
         return last.post_forward(
             state.hidden_states, hidden_states, state.input_tensor, layer_norm, finish
