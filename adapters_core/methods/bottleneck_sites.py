@@ -129,9 +129,12 @@ class BottleneckSite(ComposableLayer):
             setup = Stack(setup)
         # fast path: a single adapter, the common case at inference time
         if type(setup) is Stack and len(setup.children) == 1 and isinstance(setup.children[0], str):
-            adapter = self.adapters[setup.children[0]]
+            name = setup.children[0]
+            adapter = self.adapters[name]
             h, _, residual = adapter.pre_forward(hidden_states, input_tensor, layer_norm)
-            h = adapter(h, residual)[0]
+            h, _, _, gate = adapter(h, residual)
+            if gate is not None:
+                self._store_gate(name, gate)
             return adapter.post_forward(h, hidden_states, input_tensor, layer_norm, finish)
         state = BottleneckState(hidden_states, input_tensor, input_tensor, layer_norm)
         state = self.compose(setup, state, lvl)
@@ -167,13 +170,18 @@ class BottleneckSite(ComposableLayer):
         adapter = self.adapters[name]
         output, _, up, gate = adapter(state.hidden_states, state.adapter_residual)
         if gate is not None:
-            ctx = ForwardContext.get_context()
-            if ctx is not None and ctx.output_adapter_gating_scores:
-                scores = ctx.adapter_gating_scores.setdefault(name, {})
-                scores.setdefault(self.layer_idx, {})[self.location_key] = (
-                    gate.detach().squeeze().cpu().numpy()
-                )
+            self._store_gate(name, gate)
         return state._replace(hidden_states=output, bottleneck_up=up, last=name)
+
+    def _store_gate(self, name: str, gate: torch.Tensor) -> None:
+        """Record a gated adapter's scores when the forward asked for them (one per example,
+        under the reference's keys: adapter, layer, location)."""
+        ctx = ForwardContext.get_context()
+        if ctx is not None and ctx.output_adapter_gating_scores:
+            scores = ctx.adapter_gating_scores.setdefault(name, {})
+            scores.setdefault(self.layer_idx, {})[self.location_key] = (
+                gate.detach().squeeze().cpu().numpy()
+            )
 
     def compose_fuse(self, setup: Fuse, state: BottleneckState, lvl: int) -> BottleneckState:
         if setup.name not in self.adapter_fusion_layer:
