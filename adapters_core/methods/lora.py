@@ -35,6 +35,7 @@ from ..context import ForwardContext
 from ..errors import AdapterError, CompositionError
 from .engine import ComposableLayer
 from .lora_variants import VARIANTS, LoRA, LoRAVariant, VeraShared
+from .mtl_lora import prune_shared
 
 if TYPE_CHECKING:
     from ..model_mixin import ModelAdaptersConfig
@@ -175,6 +176,7 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
         if name in self.loras:
             del self.loras[name]
         self._lora_parts.pop(name, None)
+        prune_shared(self)
 
     # --- forward ---------------------------------------------------------------------------
 
