@@ -373,6 +373,29 @@ class ModelAdaptersMixin(AdapterPersistenceMixin):
         cfg = self.adapters_config.adapters[name]
         return [m for m in METHODS if m.handles(cfg)]
 
+    def share_parameters(
+        self,
+        adapter_names: Any,
+        name: str | None = None,
+        reference_adapter_name: str | None = None,
+    ) -> None:
+        """One A and B per layer for several MTL-LoRA adapters (``MultiTask("a", "b")``, a list
+        or ``"a,b"``), copied from ``reference_adapter_name`` (default: the first) and kept at
+        ``<layer>.shared_parameters.<name>`` (default name: the adapters joined by commas)."""
+        from .methods import mtl_lora
+
+        names = mtl_lora.task_names(adapter_names)
+        mtl_lora.share_parameters(
+            self.adapters_handle, names, name or ",".join(names), reference_adapter_name or names[0]
+        )
+
+    def unshare_parameters(self, adapter_names: Any, name: str | None = None) -> None:
+        """Undo :meth:`share_parameters`: each adapter keeps its own copy of the shared A/B."""
+        from .methods import mtl_lora
+
+        names = mtl_lora.task_names(adapter_names)
+        mtl_lora.unshare_parameters(self.adapters_handle, names, name or ",".join(names))
+
     def merge_adapter(self, name: str) -> None:
         """Fold adapter ``name`` into the model's weights (methods that support it: LoRA...)."""
         if name in self.adapters_config.merged:

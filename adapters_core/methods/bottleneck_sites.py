@@ -91,23 +91,55 @@ class BottleneckSite(ComposableLayer):
         adds them); returns ``hidden_states`` unchanged when nothing is active here."""
         setup = self.active_setup()
         if setup is None:
-            if not finish:
-                return hidden_states
-            out = hidden_states + input_tensor
-            return layer_norm(out) if layer_norm is not None else out
+            return self._plain(hidden_states, input_tensor, layer_norm, finish)
+        return self._run(setup, hidden_states, input_tensor, layer_norm, finish, 0)
+
+    @staticmethod
+    def _plain(
+        hidden_states: torch.Tensor,
+        input_tensor: torch.Tensor,
+        layer_norm: nn.Module | None,
+        finish: bool,
+    ) -> torch.Tensor:
+        """The sub-block's output when no adapter runs here."""
+        if not finish:
+            return hidden_states
+        out = hidden_states + input_tensor
+        return layer_norm(out) if layer_norm is not None else out
+
+    def _run(
+        self,
+        setup: AdapterCompositionBlock | str,
+        hidden_states: torch.Tensor,
+        input_tensor: torch.Tensor,
+        layer_norm: nn.Module | None,
+        finish: bool,
+        lvl: int,
+    ) -> torch.Tensor:
+        channels = self.channels(setup, hidden_states.shape[0])
+        if channels is not None:  # Parallel, BatchSplit: each channel as if it alone were active
+            outs = []
+            for child, rows, child_lvl in channels:
+                x = input_tensor[rows] if isinstance(input_tensor, torch.Tensor) else input_tensor
+                outs.append(self._run(child, hidden_states[rows], x, layer_norm, finish, child_lvl))
+            return torch.cat(outs, 0)
+        if not self.holds_any(setup):
+            return self._plain(hidden_states, input_tensor, layer_norm, finish)
+        if isinstance(setup, str):
+            setup = Stack(setup)
         # fast path: a single adapter, the common case at inference time
         if type(setup) is Stack and len(setup.children) == 1 and isinstance(setup.children[0], str):
-            adapter = self.adapters[setup.children[0]]
+            name = setup.children[0]
+            adapter = self.adapters[name]
             h, _, residual = adapter.pre_forward(hidden_states, input_tensor, layer_norm)
-            h = adapter(h, residual)[0]
+            h, _, _, gate = adapter(h, residual)
+            if gate is not None:
+                self._store_gate(name, gate)
             return adapter.post_forward(h, hidden_states, input_tensor, layer_norm, finish)
         state = BottleneckState(hidden_states, input_tensor, input_tensor, layer_norm)
-        state = self.compose(setup, state, 0)
+        state = self.compose(setup, state, lvl)
         if state.last is None:
-            if not finish:
-                return hidden_states
-            out = state.hidden_states + state.input_tensor
-            return layer_norm(out) if layer_norm is not None else out
+            return self._plain(state.hidden_states, state.input_tensor, layer_norm, finish)
         last = self.adapters[state.last]
         return last.post_forward(
             state.hidden_states, hidden_states, state.input_tensor, layer_norm, finish
@@ -138,13 +170,18 @@ class BottleneckSite(ComposableLayer):
         adapter = self.adapters[name]
         output, _, up, gate = adapter(state.hidden_states, state.adapter_residual)
         if gate is not None:
-            ctx = ForwardContext.get_context()
-            if ctx is not None and ctx.output_adapter_gating_scores:
-                scores = ctx.adapter_gating_scores.setdefault(name, {})
-                scores.setdefault(self.layer_idx, {})[self.location_key] = (
-                    gate.detach().squeeze().cpu().numpy()
-                )
+            self._store_gate(name, gate)
         return state._replace(hidden_states=output, bottleneck_up=up, last=name)
+
+    def _store_gate(self, name: str, gate: torch.Tensor) -> None:
+        """Record a gated adapter's scores when the forward asked for them (one per example,
+        under the reference's keys: adapter, layer, location)."""
+        ctx = ForwardContext.get_context()
+        if ctx is not None and ctx.output_adapter_gating_scores:
+            scores = ctx.adapter_gating_scores.setdefault(name, {})
+            scores.setdefault(self.layer_idx, {})[self.location_key] = (
+                gate.detach().squeeze().cpu().numpy()
+            )
 
     def compose_fuse(self, setup: Fuse, state: BottleneckState, lvl: int) -> BottleneckState:
         if setup.name not in self.adapter_fusion_layer:

@@ -107,6 +107,49 @@ class ComposableLayer:
                 return setup
         return None
 
+    def channels(
+        self, setup: AdapterCompositionBlock | str, bsz: int
+    ) -> list[tuple[AdapterCompositionBlock | str, slice, int]] | None:
+        """A Parallel or BatchSplit block as (child, rows of the batch, level of the child); None
+        for any other setup.
+
+        Each channel then runs the layer's whole forward (its own pre- and post-steps, its own
+        way of applying the update) on its rows, as if the child alone were active: a channel
+        whose adapter is not at this layer gets exactly the layer's plain output, and channels
+        of different methods or configurations never share a step meant for another's."""
+        if type(setup) is Parallel:
+            n = setup.parallel_channels
+            if bsz % n != 0:
+                raise CompositionError(
+                    "The batch size in a Parallel block must be divisible by the number of "
+                    "channels."
+                )
+            sizes = [bsz // n] * n
+        elif type(setup) is BatchSplit:
+            if sum(setup.batch_sizes) != bsz:
+                raise CompositionError(
+                    f"The batch has size {bsz}, which differs from the sum of batch_sizes "
+                    f"{setup.batch_sizes}."
+                )
+            sizes = list(setup.batch_sizes)
+        else:
+            return None
+        out, start = [], 0
+        for child, size in zip(setup, sizes, strict=True):
+            lvl = 0
+            if isinstance(child, AdapterCompositionBlock):
+                self.check_child(setup, child, 0)
+                lvl = 1
+            out.append((child, slice(start, start + size), lvl))
+            start += size
+        return out
+
+    def holds_any(self, setup: AdapterCompositionBlock | str) -> bool:
+        """Whether an adapter ``setup`` names is at this layer."""
+        modules = self.adapter_modules()
+        names = [setup] if isinstance(setup, str) else setup.flatten()
+        return any(n in modules for n in names)
+
     def compose(self, setup: AdapterCompositionBlock | str, state: Any, lvl: int = 0) -> Any:
         if isinstance(setup, str):
             if setup in self.adapter_modules():

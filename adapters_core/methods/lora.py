@@ -35,6 +35,7 @@ from ..context import ForwardContext
 from ..errors import AdapterError, CompositionError
 from .engine import ComposableLayer
 from .lora_variants import VARIANTS, LoRA, LoRAVariant, VeraShared
+from .mtl_lora import prune_shared
 
 if TYPE_CHECKING:
     from ..model_mixin import ModelAdaptersConfig
@@ -175,6 +176,7 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
         if name in self.loras:
             del self.loras[name]
         self._lora_parts.pop(name, None)
+        prune_shared(self)
 
     # --- forward ---------------------------------------------------------------------------
 
@@ -185,10 +187,21 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
         setup = self.active_setup()
         if setup is None:
             return out
+        return self._apply(setup, x, out, 0)
+
+    def _apply(
+        self, setup: AdapterCompositionBlock | str, x: torch.Tensor, out: torch.Tensor, lvl: int
+    ) -> torch.Tensor:
+        """``out`` (the frozen layer's output for ``x``) with ``setup``'s adapters applied."""
+        channels = self.channels(setup, x.shape[0])
+        if channels is not None:  # Parallel, BatchSplit: each channel as if it alone were active
+            return torch.cat([self._apply(c, x[s], out[s], lv) for c, s, lv in channels], 0)
+        if not self.holds_any(setup):
+            return out
+        name = setup if isinstance(setup, str) else None
         if type(setup) is Stack and len(setup.children) == 1 and isinstance(setup[0], str):
             name = setup[0]
-            if name not in self.loras:
-                return out
+        if name is not None:
             module = self.loras[name]
             if module.fused_add:
                 return module.add_to(out, x)
@@ -201,7 +214,7 @@ class LoRALayerMixin(ComposableLayer, nn.Module):
             if gate is not None:
                 self._store_gate(name, gate)
             return self._combine(name, out, delta)
-        state = self.compose(setup, LoRAState(x, None, out, None), 0)
+        state = self.compose(setup, LoRAState(x, None, out, None), lvl)
         if state.last is None or state.delta is None:
             return state.out
         return self._combine(state.last, state.out, state.delta)

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from ..configuration.lora_config import LoRAConfig
 from ..context import ForwardContext
+from ..errors import AdapterConfigError, AdapterNotFoundError
 from .base import AdapterMethod, ModelHandle
 from .lora_variants import VARIANTS, LoRA, VeraShared, _generator, init_pair
 
@@ -107,3 +108,115 @@ class TaskIdsArgument(AdapterMethod):
         if not base.__dict__.get("_task_ids_hooked"):
             base.register_forward_pre_hook(_take_task_ids, with_kwargs=True)
             base.__dict__["_task_ids_hooked"] = True
+
+
+# --- one A/B for several task adapters (the reference's share_parameters) ----------------------
+
+SHARED_CONTAINER = "shared_parameters"
+SHARABLE = ("lora_A", "lora_B")
+
+
+def task_names(adapter_names: Any) -> list[str]:
+    """A ``MultiTask`` block, a list, or ``"a,b,c"`` as a list of adapter names."""
+    from ..composition import AdapterCompositionBlock
+
+    if isinstance(adapter_names, AdapterCompositionBlock):
+        names = [c if isinstance(c, str) else c.last() for c in adapter_names]
+    elif isinstance(adapter_names, str):
+        names = [n.strip() for n in adapter_names.split(",") if n.strip()]
+    else:
+        names = list(adapter_names)
+    if not names:
+        raise AdapterConfigError("share_parameters needs at least one adapter name.")
+    return names
+
+
+def share_parameters(
+    model: ModelHandle, names: list[str], shared_name: str, reference: str
+) -> None:
+    """Give every MTL-LoRA adapter in ``names`` one A and one B per layer, copies of
+    ``reference``'s, kept at ``<layer>.shared_parameters.<shared_name>`` (the reference's key)
+    and seen by each adapter as its own ``lora_A`` / ``lora_B`` (so its saved file holds them)."""
+    from ..configuration.mtl_lora_config import MTLLoRAConfig
+    from .lora import lora_layers
+
+    adapters = model.state.adapters
+    for n in names:
+        if n not in adapters:
+            raise AdapterNotFoundError(f"No adapter named {n!r} in this model.")
+        if not isinstance(adapters[n], MTLLoRAConfig):
+            raise AdapterConfigError(
+                f"share_parameters shares MTL-LoRA adapters; {n!r} is {type(adapters[n]).__name__}."
+            )
+    if reference not in names:
+        raise AdapterConfigError(
+            f"Reference adapter {reference!r} is not one of the shared adapters {names}."
+        )
+    if shared_name in adapters:
+        raise AdapterConfigError(
+            f"The shared parameters cannot be named {shared_name!r}: an adapter has that name "
+            "(its saved file would pick them up)."
+        )
+    layers = [layer for layer in lora_layers(model.base_model) if set(names) <= set(layer.loras)]
+    for layer in layers:  # refuse before changing anything
+        ref = layer.loras[reference]
+        for n in names:
+            for p in SHARABLE:
+                if getattr(layer.loras[n], p).shape != getattr(ref, p).shape:
+                    raise AdapterConfigError(
+                        f"Adapters {reference!r} and {n!r} cannot share {p}: shapes "
+                        f"{tuple(getattr(ref, p).shape)} and "
+                        f"{tuple(getattr(layer.loras[n], p).shape)} at {layer.lora_target.path}."
+                    )
+    for layer in layers:
+        ref = layer.loras[reference]
+        params = nn.ParameterDict(
+            {
+                p: nn.Parameter(
+                    getattr(ref, p).detach().clone(), requires_grad=getattr(ref, p).requires_grad
+                )
+                for p in SHARABLE
+            }
+        )
+        container = layer._modules.get(SHARED_CONTAINER)
+        if container is None:
+            container = nn.ModuleDict()
+            layer.add_module(SHARED_CONTAINER, container)
+        container[shared_name] = params
+        for n in names:
+            for p in SHARABLE:
+                setattr(layer.loras[n], p, params[p])
+
+
+def unshare_parameters(model: ModelHandle, names: list[str], shared_name: str) -> None:
+    """Undo :func:`share_parameters`: each adapter keeps its own copy of the shared values."""
+    from .lora import lora_layers
+
+    for layer in lora_layers(model.base_model):
+        container = layer._modules.get(SHARED_CONTAINER)
+        if container is None or shared_name not in container:
+            continue
+        params = container[shared_name]
+        for n in names:
+            module = layer.loras[n] if n in layer.loras else None
+            for p in SHARABLE:
+                if module is not None and getattr(module, p) is params[p]:
+                    own = nn.Parameter(params[p].detach().clone())
+                    own.requires_grad_(params[p].requires_grad)
+                    setattr(module, p, own)
+        del container[shared_name]
+        if not len(container):
+            del layer._modules[SHARED_CONTAINER]
+
+
+def prune_shared(layer: nn.Module) -> None:
+    """Drop shared parameters no adapter of ``layer`` uses any more (after a deletion)."""
+    container = layer._modules.get(SHARED_CONTAINER)
+    if container is None:
+        return
+    held = {id(p) for m in layer.loras.values() for p in m.parameters()}  # type: ignore[union-attr]
+    for key in list(container.keys()):
+        if not any(id(p) in held for p in container[key].parameters()):
+            del container[key]
+    if not len(container):
+        del layer._modules[SHARED_CONTAINER]
