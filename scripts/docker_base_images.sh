@@ -9,7 +9,7 @@
 #
 # DEBIAN_MIRROR (default http://deb.debian.org/debian), DEBIAN_SUITE (default bookworm), APT_PROXY
 # (default: this host's Acquire::http::Proxy), CACHE_DIR (default var/docker) where the root file
-# system tarball is kept: it is made again only when suite, mirror or this script change.
+# system tarball is kept: it is made again only when suite, mirror or ROOTFS_FORMAT change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +22,10 @@ if [ -z "${APT_PROXY+set}" ]; then
 fi
 mkdir -p "$CACHE_DIR"
 
-key=$(printf '%s\n' "$SUITE" "$MIRROR" "$(sha256sum "$0" | cut -c1-16)" | sha256sum | cut -c1-12)
+# Bump ROOTFS_FORMAT when the making of the root file system below changes (not for the image
+# builds: docker's layer cache follows docker/base/ by itself).
+ROOTFS_FORMAT=1
+key=$(printf '%s\n' "$SUITE" "$MIRROR" "$ROOTFS_FORMAT" | sha256sum | cut -c1-12)
 tarball="$CACHE_DIR/rootfs-$SUITE-$key.tar"
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
@@ -59,7 +62,7 @@ fi
 build() {  # target tag
   echo "base images: $2" >&2
   local log="$CACHE_DIR/build-base-$1.log"
-  docker build -f docker/base/Dockerfile --target "$1" -t "$2" \
+  docker build --force-rm -f docker/base/Dockerfile --target "$1" -t "$2" \
     --build-arg DEBIAN_IMAGE="$debian" --build-arg APT_PROXY="$APT_PROXY" \
     --label "org.adapterhub.base=$label" docker/base >"$log" 2>&1 || {
     tail -n 30 "$log" >&2

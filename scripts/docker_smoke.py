@@ -157,7 +157,7 @@ def ensure_engine() -> None:
 
 
 def docker_build(dockerfile: str, target: str | None, tag: str, context: str, args: dict, logname):
-    cmd = ["docker", "build", "-f", dockerfile, "-t", tag]
+    cmd = ["docker", "build", "--force-rm", "-f", dockerfile, "-t", tag]
     if target:
         cmd += ["--target", target]
     for key, value in args.items():
