@@ -635,6 +635,10 @@ def single(work: Path, inputs: dict) -> None:
         stack.up()
     with step("everything survived the restart"):
         after = observe(stack, name, token)
+        # beat may have added sync runs since: the history before must be intact.
+        runs_before, runs_after = before.pop("runs"), after.pop("runs")
+        if not set(runs_before) <= set(runs_after):
+            raise SmokeError(f"sync history lost: before {runs_before}, after {runs_after}")
         if after != before:
             raise SmokeError(f"changed by the restart:\nbefore {before}\nafter  {after}")
     if not ARGS.keep:
