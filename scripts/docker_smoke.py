@@ -590,11 +590,13 @@ def observe(stack: Stack, name: str, token: str) -> dict:
 
     auth = {"Authorization": f"Bearer {token}"}
     uploads = http(stack, "GET", "/api/v1/uploads/", headers=auth).json()
+    if isinstance(uploads, dict):  # paginated or not
+        uploads = uploads["results"]
     return {
         "adapters": http(stack, "GET", "/api/v1/adapters/?page_size=100").json()["count"],
         "detail": without_counts(http(stack, "GET", f"/api/v1/adapters/{ORG}/{name}/").json()),
         "downloads": downloads(stack, name),
-        "uploads": [(u["id"], u["status"]) for u in uploads.get("results", uploads)],
+        "uploads": [(u["id"], u["status"]) for u in uploads],
         "runs": [(r["id"], r["status"], r["commit"])
                  for r in http(stack, "GET", "/api/v1/sync/runs/").json()["results"]],
     }  # fmt: skip
@@ -756,6 +758,11 @@ def main() -> int:
         log(f"SMOKE FAILED: {exc}")
     except KeyboardInterrupt as exc:
         log(f"interrupted ({exc})")
+    except Exception:  # a bug of the smoke itself: still torn down below
+        import traceback
+
+        traceback.print_exc()
+        log("SMOKE FAILED with the error above")
     finally:
         if not (ARGS.keep and ok):
             with step("tear down every smoke stack (containers, networks, volumes)"):
