@@ -630,6 +630,13 @@ def single(work: Path, inputs: dict) -> None:
     name = "tiny-bert-sst2"
     with step("adapterhub push --wait: validated and published"):
         token = push(stack, name, work)
+    if stack.endpoint:
+        with step("the worker fetched the base model from the endpoint into its cache"):
+            cached = stack.compose("exec", "-T", "worker", "python", "manage.py", "base_models",
+                                   "list", timeout=300).stdout  # fmt: skip
+            print(cached.rstrip())
+            if MODEL_ID not in cached:
+                raise SmokeError(f"{MODEL_ID} is not in the worker's base-model cache:\n{cached}")
     with step("download through /api/v1/, /dist/v2/ and /hf/ with checksums"):
         before = observe(stack, name, token)
     with step("restart the whole stack (down, up; volumes kept)"):
