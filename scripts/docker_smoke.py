@@ -667,11 +667,16 @@ def scaled(work: Path, inputs: dict) -> None:
     name = "tiny-bert-sst2-s3"
     with step("push: published by one of the two workers"):
         push(stack, name, work)
-        logs = {c: run(["docker", "logs", c], check=False).stderr + run(["docker", "logs", c],
-                check=False).stdout for c in stack.containers() if "_worker_" in c}  # fmt: skip
-        validators = [c for c, text in logs.items() if "validate" in text.lower() or
-                      "publish" in text.lower()]  # fmt: skip
-        log(f"worker containers whose log shows the validation: {validators or 'none found'}")
+        ran = {}
+        for container in (c for c in stack.containers() if "_worker_" in c):
+            text = run(["docker", "logs", container], check=False)
+            ran[container] = sum(
+                "validate_upload_task[" in line and "succeeded" in line
+                for line in (text.stdout + text.stderr).splitlines()
+            )
+        log(f"validations run per worker container: {ran}")
+        if sum(ran.values()) < 1:
+            raise SmokeError(f"no worker logged the validation: {ran}")
     with step("the bytes are in the bucket, not on the volume"):
         listing = stack.compose("exec", "-T", "web", "python", "-c",
                                 "import boto3, os; print([o['Key'] for o in boto3.client('s3', "
