@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The adapter is trained with this checkout's adapters_core, whatever the venv installed.
+sys.path.insert(0, str(ROOT))
 PREFIX = "ahsmoke"
 PROJECTS = (f"{PREFIX}", f"{PREFIX}s3")
 APP_IMAGE = f"{PREFIX}-app"
