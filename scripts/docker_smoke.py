@@ -277,6 +277,8 @@ class Stack:
             project, work, inputs, s3, replicas,
         )  # fmt: skip
         self.port = free_port()
+        # S3 downloads are redirects to presigned URLs: the client reaches moto on loopback.
+        self.s3_port = free_port() if s3 else None
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = work / project
         self.dir.mkdir()
@@ -315,6 +317,7 @@ class Stack:
                 "AWS_ACCESS_KEY_ID": "smoke",
                 "AWS_SECRET_ACCESS_KEY": "smoke-" + secrets.token_hex(8),
                 "AWS_S3_REGION_NAME": "us-east-1",
+                "HUB_S3_PUBLIC_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
             })  # fmt: skip
         self.values = values
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -368,6 +371,7 @@ class Stack:
         if self.s3:
             services["moto"] = {
                 "image": MOTO_IMAGE,
+                "ports": [f"127.0.0.1:{self.s3_port}:5000"],
                 "healthcheck": {
                     "test": [
                         "CMD",
@@ -697,7 +701,16 @@ def scaled(work: Path, inputs: dict) -> None:
         served = dict.fromkeys(webs, 0)
         expected = http(stack, "GET", f"/api/v1/adapters/{ORG}/{name}/").json()["versions"][0]
         for attempt in range(40):
-            data = http(stack, "GET", path).content
+            response = http(stack, "GET", path)
+            data = response.content
+            if attempt == 0:
+                hops = [f"{r.status_code} {r.headers.get('Location', '')[:60]}" for r in
+                        response.history]  # fmt: skip
+                log(
+                    f"download answered by the web with {hops or 'the bytes'}, then {response.url[:60]}"
+                )
+                if not response.history:
+                    raise SmokeError("with S3 a download must be a redirect to a presigned URL")
             if sha256(data) != expected["sha256"]:
                 raise SmokeError(f"download {attempt}: sha256 differs from the API's")
             for web in webs:
