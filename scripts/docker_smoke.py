@@ -12,7 +12,8 @@
      when present; else HUB_BASE_MODELS naming a mounted folder);
   3. the whole stack taken down and up again (volumes kept): everything is still served;
   4. a second stack with two web and two worker containers and storage on S3 (moto in server
-     mode): a publish made by one worker is served by both web containers;
+     mode, on a loopback port for the presigned URLs downloads redirect to): a publish made by
+     one worker is served by both web containers;
   5. everything of both projects removed (containers, networks, volumes), whatever happened.
 
 Prints each step with its time, the image sizes and each container's memory at rest.
