@@ -63,3 +63,19 @@ stack-down:
 
 stack-status:
 	bash scripts/stack/status.sh $(STACK_DIR)
+
+# The Docker stack for real (scripts/docker_smoke.py): base images from Debian packages, an offline
+# build from a wheelhouse, the stack up, sync, push, downloads through nginx, a restart, then two
+# web and two workers on S3. Installs and starts the engine when missing (root). SMOKE_ARGS=--keep
+# leaves the last stack running; `make docker-smoke SMOKE_ARGS=--down` removes what a run left.
+.PHONY: docker-smoke docker-base-images docker-wheelhouse
+
+docker-smoke: setup
+	$(BIN)/python scripts/docker_smoke.py $(SMOKE_ARGS)
+
+# The two offline inputs on their own (docs/operations.md, "Building without a registry").
+docker-base-images:
+	bash scripts/docker_base_images.sh $(or $(BASE_PREFIX),local)
+
+docker-wheelhouse: setup
+	PYTHON=$(BIN)/python bash scripts/docker_wheelhouse.sh

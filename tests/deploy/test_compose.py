@@ -186,3 +186,13 @@ def test_the_cache_redis_evicts_and_the_broker_redis_never_does(raw):
     assert flags(cache)["maxmemory-policy"] == "allkeys-lru"
     assert flags(cache)["maxmemory"]
     assert cache in raw["x-app"]["depends_on"]
+
+
+@needs_compose
+def test_every_service_of_the_default_stack_has_a_memory_limit(config):
+    """One container cannot take the machine's memory from the others (sizes: docs/operations.md);
+    Compose 1.29 honours mem_limit (the docker smoke prints each container's limit)."""
+    for name, service in config["services"].items():
+        if service.get("profiles"):
+            continue
+        assert service.get("mem_limit"), f"{name} runs without a mem_limit"

@@ -191,3 +191,27 @@ def test_entrypoint_dispatches_manage_and_drops_accel_with_s3(tmp_path):
 def test_build_context_leaves_out_the_venv_state_and_secrets():
     ignore = (ROOT / "docker" / "Dockerfile.dockerignore").read_text().split()
     assert {".venv", "var", ".env", ".git"} <= set(ignore)
+
+
+def test_the_classic_builder_ignores_the_same_paths_as_buildkit():
+    """docker-compose 1.x and the classic builder read only the root .dockerignore; without it the
+    venv, var/ (root file systems, caches) and .git would go into every build context."""
+
+    def patterns(path):
+        return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+
+    root = ROOT / ".dockerignore"
+    assert patterns(root) == patterns(ROOT / "docker" / "Dockerfile.dockerignore")
+
+
+def test_offline_builds_read_only_the_wheelhouse():
+    """PIP_OFFLINE=1 writes the venv's pip.conf with no-index before any pip call, and the wheels
+    are neither left in the runtime image's /app nor its pip.conf."""
+    build = stage("build")
+    runs = [i.args for i in build if i.command == "RUN"]
+    first_pip = next(n for n, r in enumerate(runs) if "pip install" in r)
+    assert any("no-index = true" in r and "PIP_OFFLINE" in r for r in runs[:first_pip])
+    assert any(i.command == "COPY" and "docker/wheelhouse/" in i.args for i in build)
+    assert any("rm -rf docker/wheelhouse" in r for r in runs)
+    assert any("/opt/venv/pip.conf" in r and "rm -rf" in r for r in runs[first_pip:])
+    assert not DOCKERFILE.read_text().startswith("# syntax=")
