@@ -211,7 +211,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker child whose resident memory passed this after a task is replaced by a fresh one (the
 # base models it loaded go with it); 0 turns it off. Applies to the prefork pool (compose's).
-HUB_WORKER_MAX_MEMORY_MB = env_int("HUB_WORKER_MAX_MEMORY_MB", 4096)
+HUB_WORKER_MAX_MEMORY_MB = env_int("HUB_WORKER_MAX_MEMORY_MB", 1280)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = HUB_WORKER_MAX_MEMORY_MB * 1024 or None  # KiB
 # A message a dead worker never acknowledged goes back to the queue after this many seconds (Redis);
 # longer than the longest task, or a running task would be delivered twice.
