@@ -45,7 +45,7 @@ from torch import nn
 from transformers.activations import get_activation
 
 from ..composition import AdapterCompositionBlock, check_supported
-from ..errors import AdapterError
+from ..errors import AdapterError, CompositionError
 
 if TYPE_CHECKING:
     from ..configuration import AdapterConfig
@@ -209,6 +209,23 @@ class AdapterMethod:
     def validate_setup(self, model: ModelHandle, setup: AdapterCompositionBlock) -> None:
         """Raise CompositionError for a setup this method cannot run."""
         check_supported(setup, self.supported_compositions)
+
+    def refuse_blocks_around_own(self, setup: Any, adapters: dict[str, Any], label: str) -> None:
+        """Raise CompositionError for a block outside ``supported_compositions`` that holds one
+        of this method's adapters (blocks around only other methods' adapters pass)."""
+        if isinstance(setup, str):
+            return
+        mine = sorted(n for n in setup.flatten() if n in adapters and self.handles(adapters[n]))
+        if not mine:
+            return
+        if not isinstance(setup, self.supported_compositions):
+            names = ", ".join(t.__name__ for t in self.supported_compositions)
+            raise CompositionError(
+                f"{type(setup).__name__} composition is not supported by {label} "
+                f"({', '.join(mine)}); supported: {names}."
+            )
+        for child in setup:
+            self.refuse_blocks_around_own(child, adapters, label)
 
     def merge(self, model: ModelHandle, name: str) -> None:
         """Fold adapter ``name`` into the model's weights."""

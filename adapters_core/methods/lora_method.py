@@ -12,7 +12,7 @@ from transformers.pytorch_utils import Conv1D
 from ..composition import AdapterCompositionBlock, Average, BatchSplit, MultiTask, Parallel, Stack
 from ..configuration import AdapterConfig
 from ..configuration.lora_config import LoRAConfig
-from ..errors import AdapterConfigError, AdapterError, CompositionError
+from ..errors import AdapterConfigError, AdapterError
 from .base import AdapterMethod, ModelHandle, iter_linears
 from .lora import LinearTarget, _swap, lora_configs_of, lora_layers, module_dtype
 from .lora_variants import Vera, VeraShared, compact_vera_state
@@ -143,22 +143,7 @@ class LoRAMethod(AdapterMethod):
 
     def validate_setup(self, model: ModelHandle, setup: AdapterCompositionBlock) -> None:
         """Refuse blocks the family cannot run (Fuse, Split) around its adapters."""
-        self._check(setup, model.state.adapters)
-
-    def _check(self, setup: Any, adapters: dict[str, AdapterConfig]) -> None:
-        if isinstance(setup, str):
-            return
-        mine = sorted(n for n in setup.flatten() if n in adapters and self.handles(adapters[n]))
-        if not mine:
-            return
-        if not isinstance(setup, self.supported_compositions):
-            names = ", ".join(t.__name__ for t in self.supported_compositions)
-            raise CompositionError(
-                f"{type(setup).__name__} composition is not supported by LoRA-family adapters "
-                f"({', '.join(mine)}); supported: {names}."
-            )
-        for child in setup:
-            self._check(child, adapters)
+        self.refuse_blocks_around_own(setup, model.state.adapters, "LoRA-family adapters")
 
     def merge(self, model: ModelHandle, name: str) -> None:
         layers = [m for m in lora_layers(model.base_model) if name in m.loras]

@@ -34,7 +34,7 @@ from ..composition import AdapterCompositionBlock, BatchSplit, Parallel, Stack
 from ..configuration import AdapterConfig, ConfigUnion
 from ..configuration.prefix_config import PrefixTuningConfig
 from ..context import ForwardContext
-from ..errors import AdapterConfigError, AdapterError, CompositionError
+from ..errors import AdapterConfigError, AdapterError
 from .base import Activation, AdapterMethod, ModelHandle, iter_layers, place_like, resolve
 from .engine import ComposableLayer
 
@@ -394,22 +394,7 @@ class PrefixTuningMethod(AdapterMethod):
         return out
 
     def validate_setup(self, model: ModelHandle, setup: AdapterCompositionBlock) -> None:
-        self._check(setup, model.state.adapters)
-
-    def _check(self, setup: Any, adapters: dict[str, AdapterConfig]) -> None:
-        if isinstance(setup, str):
-            return
-        mine = sorted(n for n in setup.flatten() if n in adapters and self.handles(adapters[n]))
-        if not mine:
-            return
-        if not isinstance(setup, self.supported_compositions):
-            names = ", ".join(t.__name__ for t in self.supported_compositions)
-            raise CompositionError(
-                f"{type(setup).__name__} composition is not supported by prefix tuning "
-                f"({', '.join(mine)}); supported: {names}."
-            )
-        for child in setup:
-            self._check(child, adapters)
+        self.refuse_blocks_around_own(setup, model.state.adapters, "prefix tuning")
 
     def eject(self, model: ModelHandle, name: str) -> None:
         """Replace the reparameterised prefixes of ``name`` by flat parameters (same outputs)."""
