@@ -69,6 +69,36 @@ def tiny_inputs(batch: int = 3, length: int = 12, seed: int = 7) -> dict[str, to
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def add_task_head(model: Any, kind: str) -> None:
+    """The head each kind of model trains with: causal LM, seq2seq LM, or classification."""
+    if kind == "decoder":
+        model.add_causal_lm_head("t")
+    elif kind == "encoder-decoder":
+        model.add_seq2seq_lm_head("t")
+    else:
+        model.add_classification_head("t", num_labels=2)
+
+
+def task_batch(
+    kind: str, padded: bool = False, mask_labels: bool = False
+) -> dict[str, torch.Tensor]:
+    """Two examples of ten tokens with labels for :func:`add_task_head`'s head; ``padded``: the
+    second is padded after 7 tokens (``mask_labels``: its padding is not a decoder target)."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 400, (2, 10), generator=g)
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, 7:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if kind == "encoder-decoder":
+        batch["labels"] = torch.randint(5, 400, (2, 6), generator=g)
+    elif kind == "decoder":
+        batch["labels"] = ids.masked_fill(mask == 0, -100) if mask_labels else ids
+    else:
+        batch["labels"] = torch.tensor([0, 1])
+    return batch
+
+
 def load_expected(case_dir: Path) -> dict[str, Any]:
     return json.loads((case_dir / "expected.json").read_text())
 

@@ -14,7 +14,7 @@ from adapters_core import AutoAdapterModel
 from adapters_core.models import SPECS
 from adapters_core.weights import adapter_filter
 
-from .conftest import INTEROP, TINY_MODEL_TYPES
+from .conftest import INTEROP, TINY_MODEL_TYPES, add_task_head, task_batch
 
 # the eleven newer architectures (BERT and RoBERTa: test_roundtrip.py)
 ARCHS = {k: v for k, v in TINY_MODEL_TYPES.items() if k not in ("tiny-bert", "tiny-roberta")}
@@ -33,26 +33,8 @@ def _fresh(arch: str) -> torch.nn.Module:
     return AutoAdapterModel.from_pretrained(str(INTEROP / "models" / arch))
 
 
-def _add_head(model: torch.nn.Module, kind: str) -> None:
-    if kind == "decoder":
-        model.add_causal_lm_head("t")
-    elif kind == "encoder-decoder":
-        model.add_seq2seq_lm_head("t")
-    else:
-        model.add_classification_head("t", num_labels=2)
-
-
 def _batch(kind: str) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    ids = torch.randint(5, 400, (2, 10), generator=g)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if kind == "encoder-decoder":
-        batch["labels"] = torch.randint(5, 400, (2, 6), generator=g)
-    elif kind == "decoder":
-        batch["labels"] = ids
-    else:
-        batch["labels"] = torch.tensor([0, 1])
-    return batch
+    return task_batch(kind)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -63,7 +45,7 @@ def test_train_save_load_roundtrip(
     kind = SPECS[ARCHS[arch]].kind
     model = _fresh(arch)
     model.add_adapter("t", method)
-    _add_head(model, kind)
+    add_task_head(model, kind)
     model.train_adapter("t")
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     batch = _batch(kind)

@@ -20,9 +20,10 @@ from adapters_core.support import support_matrix
 from adapters_core.weights import adapter_filter
 
 from . import test_arch_roundtrip, test_prefix_tuning, test_prompt_reft
+from .conftest import add_task_head
 from .test_lora_arch import CONFIGS as LORA_CONFIGS
 from .test_models import _xlmr_config
-from .test_prompt_reft import _add_head, _batch, _generation_config, _train_step
+from .test_prompt_reft import _batch, _generation_config, _train_step
 
 # the tiny model behind each model type; XLM-R has no interop model, it is built from a config
 TINY = {model_type: arch for arch, model_type in test_prompt_reft.TINY_MODEL_TYPES.items()}
@@ -118,7 +119,7 @@ def test_train_save_load_roundtrip(tmp_path: Path, arch: str, name: str) -> None
     kind = _kind(arch)
     model = _fresh(arch)
     model.add_adapter("t", CONFIGS.get(name, name))
-    _add_head(model, kind)
+    add_task_head(model, kind)
     model.train_adapter("t")
     batch = _batch(kind)
     changed = _train_step(model, batch)

@@ -19,7 +19,7 @@ from adapters_core.errors import AdapterConfigError, AdapterError, CompositionEr
 from adapters_core.models import SPECS
 from adapters_core.weights import adapter_filter
 
-from .conftest import INTEROP, TINY_MODEL_TYPES
+from .conftest import INTEROP, TINY_MODEL_TYPES, add_task_head, task_batch
 
 ARCHS = dict(TINY_MODEL_TYPES)
 # small prefixes keep the tiny models fast; unions exercise the gates and the bottlenecks
@@ -41,28 +41,8 @@ def _fresh(arch: str, **kwargs: object) -> torch.nn.Module:
     return AutoAdapterModel.from_pretrained(str(INTEROP / "models" / arch), **kwargs)
 
 
-def _add_head(model: torch.nn.Module, kind: str) -> None:
-    if kind == "decoder":
-        model.add_causal_lm_head("t")
-    elif kind == "encoder-decoder":
-        model.add_seq2seq_lm_head("t")
-    else:
-        model.add_classification_head("t", num_labels=2)
-
-
 def _batch(kind: str) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    ids = torch.randint(5, 400, (2, 10), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 7:] = 0  # padding: the prefix columns must not disturb the padding mask
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if kind == "encoder-decoder":
-        batch["labels"] = torch.randint(5, 400, (2, 6), generator=g)
-    elif kind == "decoder":
-        batch["labels"] = ids
-    else:
-        batch["labels"] = torch.tensor([0, 1])
-    return batch
+    return task_batch(kind, padded=True)  # the prefix columns must not disturb padding
 
 
 def _inputs(kind: str, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -95,7 +75,7 @@ def test_train_save_load_roundtrip(tmp_path: Path, arch: str, method: str) -> No
     kind = SPECS[ARCHS[arch]].kind
     model = _fresh(arch)
     model.add_adapter("t", method)
-    _add_head(model, kind)
+    add_task_head(model, kind)
     model.train_adapter("t")
     batch = _batch(kind)
     inputs = _inputs(kind, batch)
@@ -190,7 +170,7 @@ def test_eject_keeps_outputs_and_reloads_flat(tmp_path: Path, arch: str) -> None
     kind = SPECS[ARCHS[arch]].kind
     model = _fresh(arch)
     model.add_adapter("t", "prefix_tuning[prefix_length=4, bottleneck_size=16]")
-    _add_head(model, kind)
+    add_task_head(model, kind)
     model.set_active_adapters("t")
     model.eval()
     inputs = _inputs(kind, _batch(kind))
@@ -331,7 +311,7 @@ def test_prefixed_decoder_stays_causal(arch: str, impl: str) -> None:
     kind = SPECS[ARCHS[arch]].kind
     model = _fresh(arch, attn_implementation=impl)
     model.add_adapter("t", "prefix_tuning[prefix_length=4, bottleneck_size=16]")
-    _add_head(model, kind)
+    add_task_head(model, kind)
     model.set_active_adapters("t")
     model.eval()
     ids = torch.tensor([[11, 57, 203, 99, 4, 8, 300, 21]])

@@ -20,7 +20,7 @@ from adapters_core.errors import AdapterConfigError, CompositionError
 from adapters_core.models import SPECS
 from adapters_core.weights import adapter_filter
 
-from .conftest import INTEROP, TINY_MODEL_TYPES
+from .conftest import INTEROP, TINY_MODEL_TYPES, add_task_head, task_batch
 
 # every architecture for prompt tuning and LoReFT; NoReFT and DiReFT differ from LoReFT only in
 # the unit's arithmetic, so one encoder, decoder and encoder-decoder each (keeps the suite short)
@@ -40,28 +40,8 @@ def _fresh(arch: str) -> Any:
     return copy.deepcopy(_BASES[arch])
 
 
-def _add_head(model: Any, kind: str) -> None:
-    if kind == "decoder":
-        model.add_causal_lm_head("t")
-    elif kind == "encoder-decoder":
-        model.add_seq2seq_lm_head("t")
-    else:
-        model.add_classification_head("t", num_labels=2)
-
-
 def _batch(kind: str) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    ids = torch.randint(5, 400, (2, 10), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 7:] = 0
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if kind == "encoder-decoder":
-        batch["labels"] = torch.randint(5, 400, (2, 6), generator=g)
-    elif kind == "decoder":
-        batch["labels"] = ids.masked_fill(mask == 0, -100)
-    else:
-        batch["labels"] = torch.tensor([0, 1])
-    return batch
+    return task_batch(kind, padded=True, mask_labels=True)
 
 
 def _generation_config(model: Any) -> GenerationConfig:
@@ -105,7 +85,7 @@ def test_train_save_load_roundtrip(tmp_path: Path, arch: str, method: str) -> No
     kind = SPECS[TINY_MODEL_TYPES[arch]].kind
     model = _fresh(arch)
     model.add_adapter("t", method)
-    _add_head(model, kind)
+    add_task_head(model, kind)
     model.train_adapter("t")
     batch = _batch(kind)
     changed = _train_step(model, batch)
