@@ -54,8 +54,8 @@ def prefix_configs_of(config: AdapterConfig) -> list[PrefixTuningConfig]:
 # --- the prefix generators --------------------------------------------------------------------
 
 
-class PrefixTuning(nn.Module):
-    """Reparameterised prefixes: ``control_trans(wte)`` gives keys and values of n_layers."""
+class _PrefixGenerator(nn.Module):
+    """Keys and values of ``n_layers`` attention layers, ``prefix_length`` positions each."""
 
     def __init__(
         self,
@@ -70,6 +70,20 @@ class PrefixTuning(nn.Module):
         self.input_size = input_size
         self.config = config
         _seed(config)
+
+
+class PrefixTuning(_PrefixGenerator):
+    """Reparameterised prefixes: ``control_trans(wte)`` gives keys and values of n_layers."""
+
+    def __init__(
+        self,
+        n_layers: int,
+        n_heads: int,
+        head_dim: int,
+        input_size: int,
+        config: PrefixTuningConfig,
+    ) -> None:
+        super().__init__(n_layers, n_heads, head_dim, input_size, config)
         self.wte = nn.Embedding(config.prefix_length, input_size)
         self.control_trans = nn.Sequential(
             nn.Linear(input_size, config.bottleneck_size),
@@ -89,7 +103,7 @@ class PrefixTuning(nn.Module):
             return self.key_values().reshape(-1).clone()
 
 
-class FlatPrefixTuning(nn.Module):
+class FlatPrefixTuning(_PrefixGenerator):
     """Prefixes as one trained vector (``control_trans``), no reparameterisation."""
 
     def __init__(
@@ -100,11 +114,7 @@ class FlatPrefixTuning(nn.Module):
         input_size: int,
         config: PrefixTuningConfig,
     ) -> None:
-        super().__init__()
-        self.n_layers, self.n_heads, self.head_dim = n_layers, n_heads, head_dim
-        self.input_size = input_size
-        self.config = config
-        _seed(config)
+        super().__init__(n_layers, n_heads, head_dim, input_size, config)
         size = config.prefix_length * n_layers * 2 * n_heads * head_dim
         self.control_trans = nn.Parameter(torch.randn(size))
         self.dropout = nn.Dropout(config.dropout)
