@@ -70,30 +70,31 @@ class _PrefixGenerator(nn.Module):
         self.input_size = input_size
         self.config = config
         _seed(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self._build(n_layers * 2 * n_heads * head_dim)
+
+    def _build(self, width: int) -> None:
+        """Create the trained parameters; ``width``: keys and values of every layer per position."""
+        raise NotImplementedError
+
+    def key_values(self) -> torch.Tensor:
+        """(prefix_length, n_layers * 2, n_heads, head_dim): layer l's keys at 2l, values 2l+1."""
+        raise NotImplementedError
 
 
 class PrefixTuning(_PrefixGenerator):
     """Reparameterised prefixes: ``control_trans(wte)`` gives keys and values of n_layers."""
 
-    def __init__(
-        self,
-        n_layers: int,
-        n_heads: int,
-        head_dim: int,
-        input_size: int,
-        config: PrefixTuningConfig,
-    ) -> None:
-        super().__init__(n_layers, n_heads, head_dim, input_size, config)
-        self.wte = nn.Embedding(config.prefix_length, input_size)
+    def _build(self, width: int) -> None:
+        config = self.config
+        self.wte = nn.Embedding(config.prefix_length, self.input_size)
         self.control_trans = nn.Sequential(
-            nn.Linear(input_size, config.bottleneck_size),
+            nn.Linear(self.input_size, config.bottleneck_size),
             Activation(config.non_linearity.lower()),
-            nn.Linear(config.bottleneck_size, n_layers * 2 * n_heads * head_dim),
+            nn.Linear(config.bottleneck_size, width),
         )
-        self.dropout = nn.Dropout(config.dropout)
 
     def key_values(self) -> torch.Tensor:
-        """(prefix_length, n_layers * 2, n_heads, head_dim): layer l's keys at 2l, values 2l+1."""
         out = self.control_trans(self.wte.weight)
         return out.view(self.config.prefix_length, self.n_layers * 2, self.n_heads, self.head_dim)
 
@@ -106,18 +107,8 @@ class PrefixTuning(_PrefixGenerator):
 class FlatPrefixTuning(_PrefixGenerator):
     """Prefixes as one trained vector (``control_trans``), no reparameterisation."""
 
-    def __init__(
-        self,
-        n_layers: int,
-        n_heads: int,
-        head_dim: int,
-        input_size: int,
-        config: PrefixTuningConfig,
-    ) -> None:
-        super().__init__(n_layers, n_heads, head_dim, input_size, config)
-        size = config.prefix_length * n_layers * 2 * n_heads * head_dim
-        self.control_trans = nn.Parameter(torch.randn(size))
-        self.dropout = nn.Dropout(config.dropout)
+    def _build(self, width: int) -> None:
+        self.control_trans = nn.Parameter(torch.randn(self.config.prefix_length * width))
 
     def key_values(self) -> torch.Tensor:
         return self.control_trans.view(
