@@ -99,6 +99,20 @@ def task_batch(
     return batch
 
 
+def signed_step(model: Any, batch: dict[str, torch.Tensor]) -> set[str]:
+    """One training step (a fixed-size step against the gradient's sign, so every trained
+    weight moves), model left in eval mode; returns the state-dict keys that changed."""
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.train()
+    model(**batch).loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.5 * p.grad.sign() * 1e-2
+    model.eval()
+    return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+
+
 def load_expected(case_dir: Path) -> dict[str, Any]:
     return json.loads((case_dir / "expected.json").read_text())
 

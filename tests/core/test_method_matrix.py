@@ -20,10 +20,10 @@ from adapters_core.support import support_matrix
 from adapters_core.weights import adapter_filter
 
 from . import test_arch_roundtrip, test_prefix_tuning, test_prompt_reft
-from .conftest import add_task_head
+from .conftest import add_task_head, signed_step
 from .test_lora_arch import CONFIGS as LORA_CONFIGS
 from .test_models import _xlmr_config
-from .test_prompt_reft import _batch, _generation_config, _train_step
+from .test_prompt_reft import _batch, _generation_config
 
 # the tiny model behind each model type; XLM-R has no interop model, it is built from a config
 TINY = {model_type: arch for arch, model_type in test_prompt_reft.TINY_MODEL_TYPES.items()}
@@ -122,7 +122,7 @@ def test_train_save_load_roundtrip(tmp_path: Path, arch: str, name: str) -> None
     add_task_head(model, kind)
     model.train_adapter("t")
     batch = _batch(kind)
-    changed = _train_step(model, batch)
+    changed = signed_step(model, batch)
     assert any(adapter_filter("t")(k) for k in changed), "the adapter did not train"
     frozen = [k for k in changed if not adapter_filter("t")(k) and not k.startswith("heads.t.")]
     assert frozen == []

@@ -19,7 +19,7 @@ from adapters_core.errors import AdapterConfigError, AdapterError, CompositionEr
 from adapters_core.models import SPECS
 from adapters_core.weights import adapter_filter
 
-from .conftest import INTEROP, TINY_MODEL_TYPES, add_task_head, task_batch
+from .conftest import INTEROP, TINY_MODEL_TYPES, add_task_head, signed_step, task_batch
 
 ARCHS = dict(TINY_MODEL_TYPES)
 # small prefixes keep the tiny models fast; unions exercise the gates and the bottlenecks
@@ -59,17 +59,6 @@ def _gen_config(model: torch.nn.Module) -> GenerationConfig:
     return config
 
 
-def _train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> set[str]:
-    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.train()
-    model(**batch).loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p -= 0.5 * p.grad.sign() * 1e-2
-    return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-
-
 @pytest.mark.parametrize(("arch", "method"), CASES)
 def test_train_save_load_roundtrip(tmp_path: Path, arch: str, method: str) -> None:
     kind = SPECS[ARCHS[arch]].kind
@@ -87,7 +76,7 @@ def test_train_save_load_roundtrip(tmp_path: Path, arch: str, method: str) -> No
         model.set_active_adapters("t")
     assert not torch.allclose(off, plain), "the prefixes changed nothing"
 
-    changed = _train_step(model, batch)
+    changed = signed_step(model, batch)
     prefix_keys = [k for k in changed if ".prefix_tunings.t." in k]
     assert prefix_keys, "the step did not train the prefixes"
     frozen = [k for k in changed if not adapter_filter("t")(k) and not k.startswith("heads.t.")]

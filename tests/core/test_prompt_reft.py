@@ -20,7 +20,7 @@ from adapters_core.errors import AdapterConfigError, CompositionError
 from adapters_core.models import SPECS
 from adapters_core.weights import adapter_filter
 
-from .conftest import INTEROP, TINY_MODEL_TYPES, add_task_head, task_batch
+from .conftest import INTEROP, TINY_MODEL_TYPES, add_task_head, signed_step, task_batch
 
 # every architecture for prompt tuning and LoReFT; NoReFT and DiReFT differ from LoReFT only in
 # the unit's arithmetic, so one encoder, decoder and encoder-decoder each (keeps the suite short)
@@ -68,18 +68,6 @@ def greedy_by_full_forward(model: Any, prompt: torch.Tensor, kind: str, steps: i
     return seq.tolist()
 
 
-def _train_step(model: Any, batch: dict[str, torch.Tensor]) -> set[str]:
-    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.train()
-    model(**batch).loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p -= 0.5 * p.grad.sign() * 1e-2
-    model.eval()
-    return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-
-
 @pytest.mark.parametrize(("arch", "method"), CASES)
 def test_train_save_load_roundtrip(tmp_path: Path, arch: str, method: str) -> None:
     kind = SPECS[TINY_MODEL_TYPES[arch]].kind
@@ -88,7 +76,7 @@ def test_train_save_load_roundtrip(tmp_path: Path, arch: str, method: str) -> No
     add_task_head(model, kind)
     model.train_adapter("t")
     batch = _batch(kind)
-    changed = _train_step(model, batch)
+    changed = signed_step(model, batch)
     assert any(adapter_filter("t")(k) for k in changed), "the adapter did not train"
     frozen = [k for k in changed if not adapter_filter("t")(k) and not k.startswith("heads.t.")]
     assert frozen == []
